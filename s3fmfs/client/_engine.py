@@ -1,0 +1,398 @@
+"""The request engine: build, sign, send, read, retry and follow redirects, over one httpx client.
+
+Invariants:
+- Each attempt is signed anew (fresh date, possibly a new host or region after a redirect).
+- The path and query sent are exactly those signed: the request target is passed to httpcore
+  as-is (httpx would otherwise normalise ``.`` / ``..`` segments of keys).
+- Bodies are read raw (``Accept-Encoding: identity``, no decoding): an object stored with
+  ``Content-Encoding: gzip`` comes back byte-exact.
+- Only replayable bodies (bytes, seekable files) are retried; an async iterator is sent once.
+- A reader passed as ``consume`` runs inside the attempt, so a connection reset mid-body is
+  retried like any other transport error.
+- httpx exceptions never escape: they are translated by ``errors.wrap_transport_error``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+import httpx
+import trio
+
+from . import _signing_v2, _signing_v4
+from ._encoding import Query, encode_query
+from ._endpoint import Endpoint
+from ._signing_types import Credentials
+from .errors import (
+    AuthorizationHeaderMalformed,
+    S3fmError,
+    S3Redirect,
+    S3ResponseError,
+    error_from_response,
+    wrap_transport_error,
+)
+from .models import CallingFormat
+from .retry import RetryPolicy
+
+log = logging.getLogger("s3fmfs.client")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CHUNK = 1 << 20
+MAX_ERROR_BODY = 1 << 20
+MAX_REDIRECTS = 3
+HASH_IN_THREAD = 1 << 20
+
+
+class RequestBody:
+    """A request body and what retries and signers need to know of it."""
+
+    def __init__(self, data: Any, content_length: int | None = None) -> None:
+        self.data: bytes | None = None
+        self.file: IO[bytes] | None = None
+        self.aiter: AsyncIterable[bytes] | None = None
+        self.start = 0
+        if data is None:
+            self.data = b""
+        elif isinstance(data, str):
+            self.data = data.encode("utf-8")
+        elif isinstance(data, bytes | bytearray | memoryview):
+            self.data = bytes(data)
+        elif hasattr(data, "read"):
+            self.file = data
+            try:
+                self.start = data.tell()
+            except (OSError, ValueError):
+                self.start = -1
+        elif isinstance(data, AsyncIterable):
+            self.aiter = data
+        else:
+            raise TypeError(f"cannot send a body of type {type(data).__name__}")
+        self.length = self._length(content_length)
+
+    def _length(self, given: int | None) -> int:
+        if self.data is not None:
+            return len(self.data)
+        if given is not None:
+            return given
+        if self.file is not None and self.start >= 0:
+            try:
+                return os.fstat(self.file.fileno()).st_size - self.start
+            except (OSError, io.UnsupportedOperation, AttributeError):
+                end = self.file.seek(0, os.SEEK_END)
+                self.file.seek(self.start)
+                return end - self.start
+        raise ValueError("a streamed body needs content_length")
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again on a retry."""
+        return self.data is not None or (self.file is not None and self.start >= 0)
+
+    async def payload_hash(self) -> str:
+        """SHA-256 for V4: computed for bytes, UNSIGNED-PAYLOAD for streams."""
+        if self.data is None:
+            return _signing_v4.UNSIGNED_PAYLOAD
+        if not self.data:
+            return _signing_v4.EMPTY_SHA256
+        if len(self.data) > HASH_IN_THREAD:
+            data = self.data
+            return await trio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+        return hashlib.sha256(self.data).hexdigest()
+
+    def content(self) -> bytes | AsyncIterator[bytes]:
+        """What httpx sends for one attempt."""
+        if self.data is not None:
+            return self.data
+        if self.file is not None:
+            return self._file_chunks(self.file)
+        assert self.aiter is not None
+        return _aiter(self.aiter)
+
+    async def _file_chunks(self, f: IO[bytes]) -> AsyncIterator[bytes]:
+        if self.start >= 0:
+            await trio.to_thread.run_sync(f.seek, self.start)
+        left = self.length
+        while left > 0:
+            chunk = await trio.to_thread.run_sync(f.read, min(CHUNK, left))
+            if not chunk:
+                raise ValueError(f"body file ended {left} bytes early")
+            left -= len(chunk)
+            yield chunk
+
+
+async def _aiter(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in source:
+        yield bytes(chunk)
+
+
+async def read_all(resp: httpx.Response) -> bytes:
+    """The raw body, undecoded."""
+    return b"".join([chunk async for chunk in resp.aiter_raw()])
+
+
+@dataclass
+class _Route:
+    """Where requests for a bucket go after a redirect."""
+
+    endpoint: Endpoint
+    region: str
+
+
+class Engine:
+    """Signs and performs requests against one endpoint with one connection pool."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: Credentials,
+        *,
+        signature: str,
+        region: str,
+        retry: RetryPolicy,
+        timeout: httpx.Timeout,
+        max_connections: int,
+        verify: bool | str,
+        transport: httpx.AsyncBaseTransport | None,
+        clock: Callable[[], datetime.datetime] | None,
+        user_agent: str,
+    ) -> None:
+        if signature not in ("v2", "v4"):
+            raise ValueError(f"signature must be 'v2' or 'v4', not {signature!r}")
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self.signature = signature
+        self.region = region
+        self.retry = retry
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self._routes: dict[str, _Route] = {}
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self.client = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            verify=verify,
+            transport=transport,
+            follow_redirects=False,
+            headers={"accept-encoding": "identity", "user-agent": user_agent},
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    def route(self, bucket: str) -> _Route:
+        """The endpoint and region for a bucket (changed by redirects)."""
+        return self._routes.get(bucket) or _Route(self.endpoint, self.region)
+
+    async def sign(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        query: Query,
+        headers: dict[str, str],
+        body: RequestBody | None,
+    ) -> tuple[str, str, dict[str, str]]:
+        """Sign one attempt: (url, request target, headers to send)."""
+        route = self.route(bucket)
+        headers = dict(headers)
+        if body is not None and (body.length or method in ("PUT", "POST")):
+            headers["content-length"] = str(body.length)
+        req = route.endpoint.signing_request(method, bucket, key, query, headers)
+        now = self.clock()
+        if self.signature == "v2":
+            added = _signing_v2.sign_v2(req, self.credentials, now)
+        else:
+            payload = await body.payload_hash() if body else _signing_v4.EMPTY_SHA256
+            added = _signing_v4.sign_v4(req, self.credentials, route.region, now, payload)
+        headers.update(added)
+        query_text = encode_query(query)
+        target = req.path + (f"?{query_text}" if query_text else "")
+        return route.endpoint.url(req), target, headers
+
+    async def request(
+        self,
+        method: str,
+        bucket: str = "",
+        key: str = "",
+        query: Query = (),
+        headers: Mapping[str, str] | None = None,
+        body: RequestBody | None = None,
+        *,
+        consume: Callable[[httpx.Response], Awaitable[T]] | None = None,
+        missing: str = "NoSuchKey",
+    ) -> tuple[httpx.Response, T | bytes]:
+        """Perform a request with retries; return the response and what ``consume`` read.
+
+        Without ``consume`` the whole body is read as bytes. Error answers raise.
+        """
+        lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        policy = self.retry
+        if body is not None and not body.replayable:
+            policy = RetryPolicy.never()
+
+        async def attempt() -> tuple[httpx.Response, T | bytes]:
+            resp = await self._open(method, bucket, key, query, lowered, body, missing)
+            try:
+                result: T | bytes = await consume(resp) if consume else await read_all(resp)
+            except httpx.HTTPError as exc:
+                raise wrap_transport_error(exc, method=method, url=f"/{bucket}/{key}") from exc
+            finally:
+                await resp.aclose()
+            return resp, result
+
+        return await self._retrying(method, bucket, key, policy, attempt)
+
+    async def stream(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        query: Query = (),
+        headers: Mapping[str, str] | None = None,
+        *,
+        missing: str = "NoSuchKey",
+    ) -> httpx.Response:
+        """Open a response whose body the caller reads and closes (retries cover the headers)."""
+        lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
+
+        async def attempt() -> httpx.Response:
+            return await self._open(method, bucket, key, query, lowered, None, missing)
+
+        return await self._retrying(method, bucket, key, self.retry, attempt)
+
+    async def _retrying(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        policy: RetryPolicy,
+        attempt: Callable[[], Awaitable[R]],
+    ) -> R:
+        """Run attempts until one succeeds, the failure is final, or the budget is spent."""
+        started = trio.current_time()
+        tries = 0
+        redirects = 0
+        while True:
+            tries += 1
+            try:
+                return await attempt()
+            except (S3Redirect, AuthorizationHeaderMalformed) as exc:
+                redirects += 1
+                if redirects > MAX_REDIRECTS or not self._follow(bucket, exc):
+                    raise
+                tries -= 1
+            except S3fmError as exc:
+                if tries >= policy.max_attempts or not policy.is_retryable(exc):
+                    raise
+                delay = policy.delay(tries, exc)
+                if trio.current_time() - started + delay > policy.total_timeout:
+                    raise
+                log.info(
+                    "retrying %s /%s/%s in %.2fs (attempt %d failed: %s)",
+                    method,
+                    bucket,
+                    key,
+                    delay,
+                    tries,
+                    exc,
+                )
+                await trio.sleep(delay)
+
+    async def _open(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        query: Query,
+        headers: dict[str, str],
+        body: RequestBody | None,
+        missing: str,
+    ) -> httpx.Response:
+        """One attempt up to the response headers; error answers are read and raised."""
+        url, target, signed = await self.sign(method, bucket, key, query, headers, body)
+        resource = f"/{bucket}/{key}" if bucket else "/"
+        request = self.client.build_request(
+            method,
+            url,
+            headers=signed,
+            content=body.content() if body is not None else None,
+            extensions={"target": target.encode("ascii")},
+        )
+        began = trio.current_time()
+        try:
+            resp = await self.client.send(request, stream=True)
+            if resp.status_code >= 300:
+                try:
+                    data = await _read_bounded(resp, MAX_ERROR_BODY)
+                finally:
+                    await resp.aclose()
+                err = error_from_response(
+                    resp.status_code,
+                    resp.headers,
+                    data,
+                    method=method,
+                    resource=resource,
+                    missing=missing,
+                )
+                log.debug(
+                    "%s %s -> %s %s (%.3fs)",
+                    method,
+                    resource,
+                    err.status,
+                    err.code,
+                    trio.current_time() - began,
+                )
+                raise err
+        except httpx.HTTPError as exc:
+            log.debug("%s %s -> %s: %s", method, resource, type(exc).__name__, exc)
+            raise wrap_transport_error(exc, method=method, url=resource) from exc
+        log.debug(
+            "%s %s -> %s (%.3fs)", method, resource, resp.status_code, trio.current_time() - began
+        )
+        return resp
+
+    def _follow(self, bucket: str, exc: S3ResponseError) -> bool:
+        """Re-route a bucket after a redirect or region hint; False when nothing changes."""
+        route = self.route(bucket)
+        endpoint = route.endpoint
+        region = exc.region or route.region
+        target = exc.endpoint
+        if target:
+            parsed = httpx.URL(target if "://" in target else f"{endpoint.scheme}://{target}")
+            host = parsed.host
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            if bucket and host.startswith(f"{bucket}."):
+                endpoint = Endpoint(
+                    host[len(bucket) + 1 :], port, parsed.scheme == "https", CallingFormat.SUBDOMAIN
+                )
+            else:
+                endpoint = Endpoint(host, port, parsed.scheme == "https", CallingFormat.PATH)
+        new = _Route(endpoint, region)
+        if new == route:
+            return False
+        log.info("bucket %r moved to %s (region %s)", bucket, endpoint.server, region)
+        self._routes[bucket] = new
+        return True
+
+
+async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (error documents are small; a huge one is not ours)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_raw():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]

@@ -1,0 +1,78 @@
+"""The retry policy: one place decides what is retried, how often, and how long to wait.
+
+Invariants:
+- Only temporary failures are retried: 5xx, 429, SlowDown, RequestTimeout, and transport
+  errors (connect, timeout, reset). 4xx answers are final.
+- Waits grow exponentially with full jitter, are capped by ``max_delay``, honour Retry-After,
+  and never take the request past ``total_timeout`` from its first attempt.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+
+from .errors import (
+    RequestTimeout,
+    S3fmError,
+    S3ResponseError,
+    S3ServerError,
+    S3TransportError,
+    TooManyRequests,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a replayable request is retried.
+
+    ``max_attempts`` counts the first try; ``total_timeout`` bounds attempts plus waits.
+    """
+
+    max_attempts: int = 6
+    base_delay: float = 0.1
+    max_delay: float = 8.0
+    total_timeout: float = 120.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    @classmethod
+    def never(cls) -> RetryPolicy:
+        """A policy that tries once."""
+        return cls(max_attempts=1)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Whether a failure is temporary."""
+        if isinstance(exc, S3TransportError):
+            return True
+        if isinstance(exc, S3ServerError | TooManyRequests | RequestTimeout):
+            return True
+        return isinstance(exc, S3ResponseError) and exc.status in (429, 500, 502, 503, 504)
+
+    def delay(self, attempt: int, exc: S3fmError | None = None) -> float:
+        """Seconds to wait before attempt number ``attempt + 1`` (``attempt`` starts at 1)."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        wait = self.rng.uniform(0, ceiling)
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay))
+        return wait
+
+
+def _retry_after(exc: S3fmError | None) -> float | None:
+    """The Retry-After header of an error answer, in seconds (delta or HTTP date)."""
+    if not isinstance(exc, S3ResponseError):
+        return None
+    value = exc.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,294 @@
+"""Local S3 servers for the tests: moto (V4, optionally checking signatures) and s3rver (V2).
+
+Invariants:
+- Every server runs as a child process in its own session, bound to 127.0.0.1 on a port chosen
+  at run time, and is stopped (SIGTERM, then SIGKILL after a grace period) when its context
+  manager exits, whatever happens inside. Its output goes to a file in a temporary directory,
+  never to a pipe (a full pipe would block the server); startup failures show its tail.
+- Server state lives as long as the context manager: tests sharing a server must use their own
+  bucket names (:func:`unique_bucket`).
+- ``S3Server.domain`` (``s3.test``) is the name for virtual-hosted style:
+  ``<bucket>.s3.test:PORT`` reaches the bucket through :mod:`tests.loopback`; see there for
+  how each server routes host names.
+
+moto (``python -m moto.server``, https://docs.getmoto.org/en/latest/docs/server_mode.html)
+checks no signature unless ``INITIAL_NO_AUTH_ACTION_COUNT`` is set; then, after that many
+authorised actions, every S3 request needs a valid AWS Signature V4 ``Authorization`` header
+(checked with botocore's ``S3SigV4Auth`` over the signed headers) from an access key of an IAM
+user whose policies allow the action (moto's ``moto/iam/access_control.py``). The root/dummy
+credentials do not exist in moto's IAM, so :func:`moto_auth_server` first creates user
+``s3fmfs-test`` with an inline ``s3:*`` policy and an access key.
+
+s3rver 3.7.1 (``tests/node``), from ``lib/middleware/authentication.js`` and
+``lib/routes.js``; access key ``S3RVER``, secret ``S3RVER``:
+
+- Requests WITHOUT any auth are accepted (anonymous); auth is only checked when present.
+- Signature V2 header (``Authorization: AWS key:sig``): verified. The date must be in
+  ``x-amz-date`` (it is then part of the canonical ``x-amz-*`` headers and the Date line is
+  empty). A plain ``Date`` header passes the 15-minute skew check but is NOT put in the string
+  to sign (s3rver leaves that line empty), so a standard ``Date``-signed request gets
+  ``SignatureDoesNotMatch``.
+- String to sign: method, Content-MD5, Content-Type, date line (see above), sorted
+  ``x-amz-*`` headers (runs of spaces folded), canonical resource. The resource is rebuilt from
+  the decoded bucket and key, each ``/``-separated segment re-encoded RFC 3986 style
+  (``encodeURIComponent`` plus ``!'()*``), so the client must encode keys the same way.
+  Virtual-hosted bucket ROOT is ``/bucket`` with NO trailing slash (botocore signs
+  ``/bucket/``: mismatch); objects are ``/bucket/key`` in both styles.
+- Sub-resources (``acl``, ``uploads``, ``uploadId``, ``partNumber``, ``tagging``,
+  ``versionId``, ``delete``, ... and ``response-*`` overrides) are sorted as ``name=value``
+  strings; for HEADER auth their values are URL-encoded (AWS signs them raw), for query auth
+  raw; ``=`` is stripped after empty values, together with the following ``&`` (a bug:
+  ``?acl&versionId=1`` signs as ``aclversionId=1``).
+- Signature V2 query string (``AWSAccessKeyId``, ``Expires``, ``Signature``): verified, with
+  ``Expires`` on the date line; expired URLs get ``AccessDenied``. ``x-amz-*`` query
+  parameters count as headers.
+- Signature V4 (header or query): only parsed — the access key must exist, the signature is
+  NOT checked. Unknown access key: ``InvalidAccessKeyId``.
+- Missing operations (``NotImplemented``): bucket ACL get/put, object ACL put, versioning,
+  tagging of buckets, lifecycle, policy, ListMultipartUploads (``GET ?uploads``), UploadPartCopy,
+  ListObjectVersions is unsupported too (``?versions`` falls through to ListObjects).
+  Object ACL get returns a fixed owner-full-control ACL.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+TESTS_DIR = Path(__file__).resolve().parent
+NODE_DIR = TESTS_DIR / "node"
+S3RVER_JS = NODE_DIR / "node_modules" / "s3rver" / "bin" / "s3rver.js"
+
+LOOPBACK = "127.0.0.1"
+DOMAIN = "s3.test"
+REGION = "us-east-1"
+STARTUP_TIMEOUT = 30.0
+STOP_GRACE = 5.0
+
+MOTO_USER = "s3fmfs-test"
+MOTO_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
+# create_user, put_user_policy, create_access_key: the actions run before auth is switched on.
+MOTO_SETUP_ACTIONS = 3
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where a running test server listens, and the key pair it accepts."""
+
+    host: str
+    port: int
+    access_key_id: str
+    secret_access_key: str
+    domain: str = DOMAIN
+    region: str = REGION
+
+    @property
+    def endpoint(self) -> str:
+        """Path-style base URL, by IP address."""
+        return f"http://{self.host}:{self.port}"
+
+    def vhost_endpoint(self, bucket: str) -> str:
+        """Virtual-hosted-style base URL of ``bucket``; needs :mod:`tests.loopback` to connect."""
+        return f"http://{bucket}.{self.domain}:{self.port}"
+
+
+def unique_bucket(prefix: str = "t") -> str:
+    """A fresh DNS-compatible bucket name, so tests sharing a server never collide."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (the caller retries if it is taken before use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    """True once anything answers HTTP at ``url``, whatever the status."""
+    try:
+        httpx.get(url, timeout=1.0, trust_env=False)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+class ServerStartError(RuntimeError):
+    """The server process died or did not answer in time; carries its output's tail."""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process group of ``proc``: SIGTERM, then SIGKILL; always reap it."""
+    if proc.poll() is None:  # still ours: its pid is its process group id (own session)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@contextmanager
+def _process(
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready: Callable[[], bool],
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` until the block ends, after ``ready()`` turned true; raise if it died."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not ready():
+            if proc.poll() is not None:
+                raise ServerStartError(f"{argv[:3]} exited {proc.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{argv[:3]} not ready in {STARTUP_TIMEOUT}s:\n{_tail(log)}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def _moto(extra_env: dict[str, str], attempts: int = 3) -> Iterator[tuple[int, Path]]:
+    """Run moto's server on a free port; yields the port and the server's log file.
+
+    The port is chosen before the start (moto needs it in ``MOTO_S3_CUSTOM_ENDPOINTS``), so a
+    start that loses the port to another process is retried on a new one.
+    """
+    with tempfile.TemporaryDirectory(prefix="s3fmfs-moto-") as tmp:
+        log = Path(tmp) / "moto.log"
+        for attempt in range(attempts):
+            port = free_port()
+            env = {
+                **os.environ,
+                # "s3.test:PORT" is path style; "<bucket>.s3.test:PORT" stays virtual-hosted.
+                "MOTO_S3_CUSTOM_ENDPOINTS": f"http://{DOMAIN}:{port}",
+                **extra_env,
+            }
+            argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
+            # /moto-api/ answers without counting as an action for INITIAL_NO_AUTH_ACTION_COUNT.
+            ready = functools.partial(_answers, f"http://{LOOPBACK}:{port}/moto-api/")
+            started = False
+            try:
+                with _process(argv, env, log, ready):
+                    started = True
+                    yield port, log
+                    return
+            except ServerStartError:
+                lost_port = "Address already in use" in _tail(log)
+                if started or not lost_port or attempt == attempts - 1:
+                    raise
+
+
+@contextmanager
+def moto_server() -> Iterator[S3Server]:
+    """moto without signature checks: any credentials are accepted."""
+    with _moto({}) as (port, _):
+        yield S3Server(LOOPBACK, port, "testing", "testing")
+
+
+@contextmanager
+def moto_auth_server() -> Iterator[S3Server]:
+    """moto checking Signature V4; yields the key pair of an IAM user allowed ``s3:*``.
+
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` lets the IAM setup through unsigned-checked; the
+    ``/moto-api/reset-auth`` call then pins checking on from here whatever moto counted.
+    """
+    import boto3  # slow import: only when an auth server is wanted
+
+    with _moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(MOTO_SETUP_ACTIONS)}) as (port, _):
+        endpoint = f"http://{LOOPBACK}:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        iam.create_user(UserName=MOTO_USER)
+        iam.put_user_policy(
+            UserName=MOTO_USER, PolicyName="s3-all", PolicyDocument=json.dumps(MOTO_POLICY)
+        )
+        key = iam.create_access_key(UserName=MOTO_USER)["AccessKey"]
+        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", trust_env=False)
+        yield S3Server(LOOPBACK, port, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+_S3RVER_LISTENING = re.compile(rb"S3rver listening on [^\s:]+:(\d+)")
+
+
+@contextmanager
+def s3rver() -> Iterator[S3Server]:
+    """s3rver (Signature V2), data in a fresh temporary directory; keys ``S3RVER``/``S3RVER``.
+
+    Started on port 0: s3rver prints the port it got, so there is no race for a port.
+    """
+    if not S3RVER_JS.exists():
+        raise ServerStartError(f"{S3RVER_JS} missing: run `make npm`")
+    with tempfile.TemporaryDirectory(prefix="s3fmfs-s3rver-") as tmp:
+        data = Path(tmp) / "data"
+        log = Path(tmp) / "s3rver.log"
+        argv = [
+            "node",
+            str(S3RVER_JS),
+            "--address",
+            LOOPBACK,
+            "--port",
+            "0",
+            "--directory",
+            str(data),
+            "--service-endpoint",
+            DOMAIN.split(".", 1)[1],  # "test": "<bucket>.s3.test" is virtual-hosted
+            "--silent",
+        ]
+        env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
+        found: list[int] = []
+
+        def ready() -> bool:
+            if not found:
+                match = _S3RVER_LISTENING.search(log.read_bytes())
+                if not match:
+                    return False
+                found.append(int(match.group(1)))
+            return _answers(f"http://{LOOPBACK}:{found[0]}/")
+
+        with _process(argv, env, log, ready):
+            yield S3Server(LOOPBACK, found[0], "S3RVER", "S3RVER")
