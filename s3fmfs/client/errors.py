@@ -374,10 +374,7 @@ def error_from_response(
     fields = _parse_error_body(body)
     code = fields.get("Code", "")
     if not code:
-        if status == 404:
-            code = missing
-        else:
-            code = _CODE_BY_STATUS.get(status, f"HTTP{status}")
+        code = missing if status == 404 else _CODE_BY_STATUS.get(status, f"HTTP{status}")
     message = fields.get("Message", "")
     if not message and not fields and body and status >= 400:
         message = body[:200].decode("utf-8", "replace")

@@ -192,7 +192,7 @@ class Response:
     @property
     def etag(self) -> str:
         """The ETag header, quotes included as S3 sends it."""
-        return self.headers.get("etag", "")
+        return str(self.headers.get("etag", ""))
 
     @property
     def content_length(self) -> int:
@@ -202,12 +202,12 @@ class Response:
     @property
     def last_modified(self) -> str:
         """The Last-Modified header."""
-        return self.headers.get("last-modified", "")
+        return str(self.headers.get("last-modified", ""))
 
     @property
     def content_type(self) -> str:
         """The Content-Type header."""
-        return self.headers.get("content-type", "")
+        return str(self.headers.get("content-type", ""))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.message}>"

@@ -1,0 +1,60 @@
+"""Shared fixtures: the local S3 servers (one of each per test session) and the loopback transport.
+
+Invariants:
+- Servers are session-scoped and shared: a test creates its own buckets
+  (:func:`tests.servers.unique_bucket`) and never assumes an empty server.
+- Every server is stopped at the end of the session, even after failures (the context managers
+  of :mod:`tests.servers` stop them in ``finally``).
+- Tests talk only to 127.0.0.1 and ``*.s3.test``: those are added to ``NO_PROXY`` at import, so
+  an HTTP proxy configured in the environment never sees test traffic (httpx and botocore both
+  honour it).
+- pytest-trio runs in ``trio_mode`` (pyproject): ``async def`` tests need no marker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.loopback import LoopbackTransport, loopback_transport
+from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3rver
+
+
+def _bypass_proxies() -> None:
+    """Add the test hosts to NO_PROXY/no_proxy, keeping what was there."""
+    extra = f"127.0.0.1,localhost,{DOMAIN}"
+    for name in ("NO_PROXY", "no_proxy"):
+        current = os.environ.get(name, "")
+        os.environ[name] = f"{current},{extra}" if current else extra
+
+
+_bypass_proxies()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[S3Server]:
+    """moto's server, no signature checks (any key pair works); V4 and path/vhost styles."""
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_auth() -> Iterator[S3Server]:
+    """moto checking Signature V4 headers; ``.access_key_id``/``.secret_access_key`` are valid."""
+    with moto_auth_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3rver_server() -> Iterator[S3Server]:
+    """s3rver checking Signature V2 (header with ``x-amz-date``, and query); keys S3RVER/S3RVER."""
+    with s3rver() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def loopback() -> Callable[..., LoopbackTransport]:
+    """Factory of httpx transports that connect every host name to 127.0.0.1 (same port)."""
+    return loopback_transport
