@@ -3,8 +3,10 @@
 Invariants:
 - Every server runs as a child process in its own session, bound to 127.0.0.1 on a port chosen
   at run time, and is stopped (SIGTERM, then SIGKILL after a grace period) when its context
-  manager exits, whatever happens inside. Its output goes to a file in a temporary directory,
-  never to a pipe (a full pipe would block the server); startup failures show its tail.
+  manager exits, whatever happens inside; if the test process itself is killed, the kernel
+  sends the server SIGTERM (``PR_SET_PDEATHSIG``). Its output goes to a file in a temporary
+  directory, never to a pipe (a full pipe would block the server); startup failures show its
+  tail.
 - Server state lives as long as the context manager: tests sharing a server must use their own
   bucket names (:func:`unique_bucket`).
 - ``S3Server.domain`` (``s3.test``) is the name for virtual-hosted style:
@@ -13,45 +15,56 @@ Invariants:
 
 moto (``python -m moto.server``, https://docs.getmoto.org/en/latest/docs/server_mode.html)
 checks no signature unless ``INITIAL_NO_AUTH_ACTION_COUNT`` is set; then, after that many
-authorised actions, every S3 request needs a valid AWS Signature V4 ``Authorization`` header
-(checked with botocore's ``S3SigV4Auth`` over the signed headers) from an access key of an IAM
-user whose policies allow the action (moto's ``moto/iam/access_control.py``). The root/dummy
+actions, every S3 request needs a valid AWS Signature V4 ``Authorization`` header (moto
+recomputes it with botocore's ``S3SigV4Auth`` over the signed headers) from an access key of an
+IAM user whose policies allow the action (``moto/iam/access_control.py``). The dummy
 credentials do not exist in moto's IAM, so :func:`moto_auth_server` first creates user
-``s3fmfs-test`` with an inline ``s3:*`` policy and an access key.
+``s3fmfs-test`` with an inline ``s3:*`` policy and an access key (exactly 3 actions, then auth
+is on; ``/moto-api/`` probes do not count). With auth on: wrong secret -> 403
+``SignatureDoesNotMatch``, unknown key -> 403 ``InvalidAccessKeyId``, but unsigned, V2-signed
+and presigned (query) requests get a 500 (moto reads the ``Credential=`` of the header), so only
+V4 header signing can be tested there. Without auth, moto still answers an unsigned GET of a
+private object with 403 (anonymous access), so sign requests anyway.
 
 s3rver 3.7.1 (``tests/node``), from ``lib/middleware/authentication.js`` and
-``lib/routes.js``; access key ``S3RVER``, secret ``S3RVER``:
+``lib/routes.js`` and checked in ``tests/test_servers.py``; key ``S3RVER``, secret ``S3RVER``:
 
 - Requests WITHOUT any auth are accepted (anonymous); auth is only checked when present.
 - Signature V2 header (``Authorization: AWS key:sig``): verified. The date must be in
-  ``x-amz-date`` (it is then part of the canonical ``x-amz-*`` headers and the Date line is
-  empty). A plain ``Date`` header passes the 15-minute skew check but is NOT put in the string
-  to sign (s3rver leaves that line empty), so a standard ``Date``-signed request gets
-  ``SignatureDoesNotMatch``.
+  ``x-amz-date`` (it is then one of the canonical ``x-amz-*`` headers and the Date line is
+  empty, as AWS specifies). A ``Date`` header passes the 15-minute skew check but s3rver
+  leaves the Date line of its string to sign empty anyway, so a standard ``Date``-signed
+  request (botocore's ``HmacV1Auth``) gets ``SignatureDoesNotMatch``.
 - String to sign: method, Content-MD5, Content-Type, date line (see above), sorted
   ``x-amz-*`` headers (runs of spaces folded), canonical resource. The resource is rebuilt from
   the decoded bucket and key, each ``/``-separated segment re-encoded RFC 3986 style
-  (``encodeURIComponent`` plus ``!'()*``), so the client must encode keys the same way.
-  Virtual-hosted bucket ROOT is ``/bucket`` with NO trailing slash (botocore signs
-  ``/bucket/``: mismatch); objects are ``/bucket/key`` in both styles.
+  (``encodeURIComponent`` plus ``!'()*``, upper-case hex): the path on the wire must be encoded
+  exactly so (``s3fmfs.client._encoding.quote_key`` is). Path and virtual-hosted style both
+  sign ``/bucket/key``; the bucket ROOT signs as ``/bucket`` with NO trailing slash in both
+  styles (AWS and botocore use ``/bucket/`` for virtual-hosted: mismatch).
 - Sub-resources (``acl``, ``uploads``, ``uploadId``, ``partNumber``, ``tagging``,
   ``versionId``, ``delete``, ... and ``response-*`` overrides) are sorted as ``name=value``
-  strings; for HEADER auth their values are URL-encoded (AWS signs them raw), for query auth
-  raw; ``=`` is stripped after empty values, together with the following ``&`` (a bug:
-  ``?acl&versionId=1`` signs as ``aclversionId=1``).
+  strings. With HEADER auth their values are URL-encoded (``response-content-type=text%2Fplain``;
+  AWS signs them raw), with query auth raw. ``=`` after an empty value is stripped together
+  with the following ``&`` (bug: ``?acl&versionId=1`` signs as ``?aclversionId=1``).
 - Signature V2 query string (``AWSAccessKeyId``, ``Expires``, ``Signature``): verified, with
-  ``Expires`` on the date line; expired URLs get ``AccessDenied``. ``x-amz-*`` query
+  ``Expires`` on the date line; expired URLs get 403 ``AccessDenied``. ``x-amz-*`` query
   parameters count as headers.
-- Signature V4 (header or query): only parsed — the access key must exist, the signature is
-  NOT checked. Unknown access key: ``InvalidAccessKeyId``.
-- Missing operations (``NotImplemented``): bucket ACL get/put, object ACL put, versioning,
-  tagging of buckets, lifecycle, policy, ListMultipartUploads (``GET ?uploads``), UploadPartCopy,
-  ListObjectVersions is unsupported too (``?versions`` falls through to ListObjects).
-  Object ACL get returns a fixed owner-full-control ACL.
+- Signature V4 (header or query): only parsed; the access key must exist but the signature is
+  NOT checked. Unknown access key: 403 ``InvalidAccessKeyId``.
+- Operations: bucket create/delete/head/list (V1 and ``list-type=2``)/location/CORS/website,
+  object put/get/head/delete/copy, multi-object delete, multipart initiate/upload part/complete,
+  object tagging. 501 ``NotImplemented``: bucket ACL (get and put), object ACL put,
+  ListMultipartUploads (``GET ?uploads``), UploadPartCopy, bucket tagging/lifecycle/policy/...
+  405 ``MethodNotAllowed``: ListParts (``GET ?uploadId``), AbortMultipartUpload
+  (``DELETE ?uploadId``), ListObjectVersions (``GET ?versions``). Silently wrong:
+  ``GET ?versioning`` answers as ListObjects, ``PUT ?versioning`` as CreateBucket (409). Object
+  ACL get returns a fixed FULL_CONTROL stub.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import os
@@ -143,6 +156,16 @@ class ServerStartError(RuntimeError):
     """The server process died or did not answer in time; carries its output's tail."""
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if pytest dies without cleaning up (SIGKILL, OOM)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop the process group of ``proc``: SIGTERM, then SIGKILL; always reap it."""
     if proc.poll() is None:  # still ours: its pid is its process group id (own session)
@@ -172,6 +195,7 @@ def _process(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -229,8 +253,8 @@ def moto_server() -> Iterator[S3Server]:
 def moto_auth_server() -> Iterator[S3Server]:
     """moto checking Signature V4; yields the key pair of an IAM user allowed ``s3:*``.
 
-    ``INITIAL_NO_AUTH_ACTION_COUNT`` lets the IAM setup through unsigned-checked; the
-    ``/moto-api/reset-auth`` call then pins checking on from here whatever moto counted.
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` lets the 3 IAM setup actions through unchecked; the
+    ``/moto-api/reset-auth`` call then switches checking on for sure, whatever moto counted.
     """
     import boto3  # slow import: only when an auth server is wanted
 
@@ -248,7 +272,8 @@ def moto_auth_server() -> Iterator[S3Server]:
             UserName=MOTO_USER, PolicyName="s3-all", PolicyDocument=json.dumps(MOTO_POLICY)
         )
         key = iam.create_access_key(UserName=MOTO_USER)["AccessKey"]
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", trust_env=False)
+        reset = httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", trust_env=False)
+        reset.raise_for_status()
         yield S3Server(LOOPBACK, port, key["AccessKeyId"], key["SecretAccessKey"])
 
 

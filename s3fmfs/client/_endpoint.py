@@ -56,11 +56,11 @@ class Endpoint:
         return host
 
     def path_for(self, bucket: str, key: str) -> str:
-        """The encoded path: ``/bucket/key`` in path style, ``/key`` otherwise."""
-        path = "/"
+        """The encoded path: ``/bucket/key`` in path style (``/bucket`` for the bucket itself,
+        as botocore sends it), ``/key`` otherwise."""
         if bucket and self.calling_format == CallingFormat.PATH:
-            path += quote_key(bucket) + "/"
-        return path + quote_key(key)
+            return f"/{quote_key(bucket)}/{quote_key(key)}" if key else f"/{quote_key(bucket)}"
+        return "/" + quote_key(key)
 
     def signing_request(
         self, method: str, bucket: str, key: str, query: Query, headers: dict[str, str]

@@ -84,15 +84,10 @@ def canonical_resource_v2(req: SigningRequest) -> str:
     return f"{resource}?{'&'.join(rendered)}"
 
 
-def _canonical_amz_headers(headers: dict[str, str]) -> list[str]:
-    """``name:value`` lines of the x-amz-* headers: lower-cased, sorted, values trimmed."""
-    return [f"{name}:{value.strip()}" for name, value in sorted(headers.items())]
-
-
 def string_to_sign_v2(req: SigningRequest, expires: int | None = None) -> str:
     """The V2 string to sign; ``expires`` (query auth) takes the place of the date."""
     standard: dict[str, str] = {}
-    amz: dict[str, list[str]] = {}
+    amz: dict[str, list[str]] = {}  # lower-case name -> trimmed values, comma-joined below
     for name, value in req.headers.items():
         lname = name.lower()
         if lname.startswith("x-amz-"):
@@ -111,7 +106,7 @@ def string_to_sign_v2(req: SigningRequest, expires: int | None = None) -> str:
             standard.get("content-md5", ""),
             standard.get("content-type", ""),
             date,
-            *_canonical_amz_headers({name: ",".join(values) for name, values in amz.items()}),
+            *(f"{name}:{','.join(amz[name])}" for name in sorted(amz)),
             canonical_resource_v2(req),
         ]
     )
@@ -125,9 +120,8 @@ def signature_v2(secret: str, string_to_sign: str) -> str:
 
 def _with_headers(req: SigningRequest, added: dict[str, str]) -> SigningRequest:
     """``req`` with ``added`` headers replacing any of the same (lower-case) name."""
-    headers = {name.lower(): value for name, value in req.headers.items()}
-    headers.update(added)
-    return replace(req, headers=headers)
+    kept = {name: value for name, value in req.headers.items() if name.lower() not in added}
+    return replace(req, headers={**kept, **added})
 
 
 def sign_v2(req: SigningRequest, creds: Credentials, now: datetime.datetime) -> dict[str, str]:

@@ -34,10 +34,15 @@ def _local(tag: str) -> str:
 
 
 def parse(body: bytes, what: str) -> ElementTree.Element:
-    """Parse a document, turning every parse failure into InvalidResponseError."""
+    """Parse a document, turning every parse failure into InvalidResponseError.
+
+    Leading whitespace is dropped: S3 may send some before the document (keep-alive of a long
+    CopyObject / CompleteMultipartUpload), and XML forbids it before the declaration.
+    """
     try:
-        return ElementTree.fromstring(body)
-    except ElementTree.ParseError as exc:
+        return ElementTree.fromstring(body.lstrip())
+    except (ElementTree.ParseError, LookupError, ValueError) as exc:
+        # LookupError: an unknown encoding named in the XML declaration
         raise InvalidResponseError(f"invalid XML in {what} answer: {exc}") from None
 
 

@@ -44,7 +44,7 @@ class S3TransportError(S3fmError):
 
     def __str__(self) -> str:
         target = f"{self.method} {self.url}: " if self.method else ""
-        return f"{target}{self.message}"
+        return " ".join(f"{target}{self.message}".split())  # one line, whatever httpx said
 
 
 class S3ConnectError(S3TransportError):
@@ -340,11 +340,13 @@ def error_class(code: str, status: int) -> type[S3ResponseError]:
 
 def _parse_error_body(body: bytes) -> dict[str, str]:
     """The children of an S3 ``<Error>`` document; {} when there is none or it is not XML."""
+    body = body.lstrip()  # whitespace before the XML declaration is not well-formed
     if not body or b"<" not in body[:512]:
         return {}
     try:
         root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
+    except (ElementTree.ParseError, LookupError, ValueError):
+        # LookupError: an unknown encoding in the XML declaration
         return {}
     if root.tag.rsplit("}", 1)[-1] != "Error":
         found = root.find(".//{*}Error")

@@ -9,7 +9,9 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -56,7 +58,9 @@ class RetryPolicy:
         wait = self.rng.uniform(0, ceiling)
         retry_after = _retry_after(exc)
         if retry_after is not None:
-            wait = max(wait, min(retry_after, self.max_delay))
+            # The server's wish wins over max_delay (retrying sooner only earns another 503);
+            # the caller still gives up when the wait would pass total_timeout.
+            wait = max(wait, retry_after)
         return wait
 
 
@@ -68,11 +72,15 @@ def _retry_after(exc: S3fmError | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000" dates come back naive; HTTP dates are always UTC
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - time.time())

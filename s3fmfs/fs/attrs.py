@@ -1,0 +1,186 @@
+"""Object metadata ↔ file attributes, as s3fs-fuse stores them.
+
+Invariants:
+- ``Attr.mode`` always carries the file type bits, and they agree with ``Attr.kind``.
+- Metadata written is exactly s3fs-fuse's: ``mode`` (decimal, WITH type bits), ``uid``,
+  ``gid``, ``mtime`` (integer seconds); everything else a reader finds missing or malformed
+  falls back to the mount's defaults (modes, owner) and LastModified (mtime).
+- Times are integer nanoseconds since the epoch (pyfuse3's ``st_*_ns``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import enum
+import logging
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+log = logging.getLogger("s3fmfs.fs")
+
+NS = 1_000_000_000
+
+META_MODE = "mode"
+META_UID = "uid"
+META_GID = "gid"
+META_MTIME = "mtime"
+OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
+
+DIRECTORY_CONTENT_TYPE = "application/x-directory"
+
+
+class Kind(enum.Enum):
+    """What an entry is; decided by the key (``x/`` or a common prefix: DIR) and the mode."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+    @property
+    def type_bits(self) -> int:
+        return {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}[self]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What objects without metadata get: the mount's owner and permission bits."""
+
+    uid: int
+    gid: int
+    file_mode: int  # permission bits only
+    dir_mode: int
+
+
+@dataclass(frozen=True)
+class Attr:
+    """Attributes of one entry, without its inode number (that belongs to the inode table).
+
+    ``complete`` is False when the attributes come from a listing alone (no HEAD yet, so mode,
+    owner and mtime may still be defaults standing in for real metadata).
+    """
+
+    kind: Kind
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    etag: str = ""
+    complete: bool = True
+
+    def with_changes(self, **changes: object) -> Attr:
+        """A copy with some fields changed (type bits of a new mode follow ``kind``)."""
+        new = replace(self, **changes)  # type: ignore[arg-type]
+        if "mode" in changes:
+            new = replace(new, mode=stat.S_IMODE(new.mode) | new.kind.type_bits)
+        return new
+
+
+def parse_s3_time(text: str) -> int:
+    """LastModified as ISO 8601 (listings) or an HTTP date (HEAD) → ns; 0 if unreadable."""
+    text = text.strip()
+    if not text:
+        return 0
+    try:
+        if text[0].isdigit():
+            when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        else:
+            when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return 0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp()) * NS + when.microsecond * 1000
+
+
+def _int_meta(metadata: Mapping[str, str], name: str) -> int | None:
+    value = metadata.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip(), 10)
+    except ValueError:
+        return None
+
+
+def _mtime_meta(metadata: Mapping[str, str]) -> int | None:
+    """``x-amz-meta-mtime``: integer seconds (s3fs), tolerating a decimal fraction."""
+    value = metadata.get(META_MTIME)
+    if value is None:
+        return None
+    seconds, _, fraction = value.strip().partition(".")
+    try:
+        whole = int(seconds, 10)
+        nanos = int((fraction + "000000000")[:9], 10) if fraction else 0
+    except ValueError:
+        return None
+    return whole * NS + nanos
+
+
+def kind_from_mode(mode: int | None, default: Kind) -> Kind:
+    """A non-directory object is a symlink when its mode says so; keys decide directories."""
+    if default is Kind.DIR or mode is None:
+        return default
+    return Kind.SYMLINK if stat.S_ISLNK(mode) else Kind.FILE
+
+
+def attr_from_object(
+    *,
+    is_dir: bool,
+    size: int,
+    last_modified_ns: int,
+    etag: str,
+    metadata: Mapping[str, str] | None,
+    defaults: Defaults,
+) -> Attr:
+    """Attributes of an object (``metadata`` None: not known yet, from a listing)."""
+    meta = metadata or {}
+    raw_mode = _int_meta(meta, META_MODE)
+    kind = kind_from_mode(raw_mode, Kind.DIR if is_dir else Kind.FILE)
+    if raw_mode is not None and 0 <= raw_mode < 1 << 32:
+        perms = stat.S_IMODE(raw_mode)
+    else:
+        perms = defaults.dir_mode if kind is Kind.DIR else defaults.file_mode
+    uid = _int_meta(meta, META_UID)
+    gid = _int_meta(meta, META_GID)
+    mtime = _mtime_meta(meta)
+    return Attr(
+        kind=kind,
+        mode=perms | kind.type_bits,
+        uid=uid if uid is not None and uid >= 0 else defaults.uid,
+        gid=gid if gid is not None and gid >= 0 else defaults.gid,
+        size=0 if kind is Kind.DIR else size,
+        mtime_ns=mtime if mtime is not None else last_modified_ns,
+        etag=etag,
+        complete=metadata is not None,
+    )
+
+
+def implicit_dir(defaults: Defaults, mtime_ns: int) -> Attr:
+    """A directory that exists only because keys are under it (no marker, no metadata)."""
+    return Attr(
+        kind=Kind.DIR,
+        mode=defaults.dir_mode | stat.S_IFDIR,
+        uid=defaults.uid,
+        gid=defaults.gid,
+        size=0,
+        mtime_ns=mtime_ns,
+        complete=True,
+    )
+
+
+def metadata_of(attr: Attr, keep: Mapping[str, str] | None = None) -> dict[str, str]:
+    """s3fs-fuse's metadata for ``attr``, over any other user metadata in ``keep``."""
+    meta = dict(keep or {})
+    meta[META_MODE] = str(attr.mode)
+    meta[META_UID] = str(attr.uid)
+    meta[META_GID] = str(attr.gid)
+    meta[META_MTIME] = str(attr.mtime_ns // NS)
+    return meta
+
+
+def truncate_to_seconds(ns: int) -> int:
+    """What an mtime will read back as after a remount (metadata holds whole seconds)."""
+    return ns - ns % NS

@@ -1,0 +1,211 @@
+"""Mount options: the ``MountOptions`` dataclass and the parser of ``-o a=b,c`` strings.
+
+Invariants:
+- ``OPTIONS`` lists every option the parser accepts, with its help text; an option not in it,
+  a flag given a value, a value missing or malformed raises ``OptionError`` (one line, meant
+  for stderr), never anything else.
+- Parsing is pure: no environment, no network; defaults are the dataclass defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .keys import normalize_prefix
+
+#: Every option: name → help. Flags take no value; the others take ``name=value``.
+OPTIONS: dict[str, str] = {
+    "endpoint": "URL of the S3 service, e.g. http://127.0.0.1:9000 (default https://rest.s3for.me)",
+    "region": "region for Signature V4 (default us-east-1)",
+    "sigv2": "sign requests with Signature V2",
+    "sigv4": "sign requests with Signature V4 (the default except for S3for.me hosts)",
+    "path_style": "address the bucket in the path (default when the host is an IP or localhost)",
+    "virtual_host": "address the bucket as a subdomain (default for host names)",
+    "uid": "owner of objects without x-amz-meta-uid (default: the mounting user)",
+    "gid": "group of objects without x-amz-meta-gid (default: the mounting user's group)",
+    "umask": "octal umask applied to the default modes (default 022)",
+    "file_mode": "octal mode of files without x-amz-meta-mode (default 0666 & ~umask)",
+    "dir_mode": "octal mode of directories without x-amz-meta-mode (default 0777 & ~umask)",
+    "nometa": "do not HEAD objects for metadata: listings only (faster; modes are defaults)",
+    "stat_ttl": "seconds attributes are cached, here and in the kernel (default 5)",
+    "dir_ttl": "seconds directory listings and names are cached (default 5)",
+    "neg_ttl": "seconds a name found missing stays missing (default 5)",
+    "ro": "mount read-only",
+    "allow_other": "let other users access the mount (needs user_allow_other for non-root)",
+    "debug": "log every request (like -d)",
+}
+
+FLAGS = frozenset(
+    {"sigv2", "sigv4", "path_style", "virtual_host", "nometa", "ro", "allow_other", "debug"}
+)
+
+
+class OptionError(ValueError):
+    """A bad option; ``str()`` is one line for the user."""
+
+
+@dataclass
+class MountOptions:
+    """Everything a mount is configured with (bucket and mountpoint come separately)."""
+
+    endpoint: str = "https://rest.s3for.me"
+    region: str = "us-east-1"
+    signature: str | None = None  # "v2" / "v4"; None: the client's default for the host
+    path_style: bool | None = None  # None: decided from the endpoint's host
+    uid: int = 0
+    gid: int = 0
+    umask: int = 0o022
+    file_mode: int | None = None
+    dir_mode: int | None = None
+    nometa: bool = False
+    stat_ttl: float = 5.0
+    dir_ttl: float = 5.0
+    neg_ttl: float = 5.0
+    ro: bool = False
+    allow_other: bool = False
+    debug: bool = False
+
+    @property
+    def default_file_mode(self) -> int:
+        """Permission bits of files without metadata."""
+        return (self.file_mode if self.file_mode is not None else 0o666 & ~self.umask) & 0o7777
+
+    @property
+    def default_dir_mode(self) -> int:
+        """Permission bits of directories without metadata."""
+        return (self.dir_mode if self.dir_mode is not None else 0o777 & ~self.umask) & 0o7777
+
+    @property
+    def endpoint_parts(self) -> tuple[bool, str, int]:
+        """(is_secure, host, port) of the endpoint URL."""
+        secure, host, port = parse_endpoint(self.endpoint)
+        return secure, host, port
+
+    @property
+    def use_path_style(self) -> bool:
+        """Path style when asked, else when the host is an IP address or localhost."""
+        if self.path_style is not None:
+            return self.path_style
+        return host_wants_path_style(self.endpoint_parts[1])
+
+
+def parse_endpoint(url: str) -> tuple[bool, str, int]:
+    """``http(s)://host[:port]`` → (is_secure, host, port); OptionError if malformed."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise OptionError(f"endpoint: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OptionError(f"endpoint must be http(s)://host[:port], not {url!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise OptionError(f"endpoint must not have a path or query: {url!r}")
+    secure = parts.scheme == "https"
+    return secure, parts.hostname, port or (443 if secure else 80)
+
+
+def host_wants_path_style(host: str) -> bool:
+    """IP addresses and localhost cannot carry a bucket subdomain."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _octal(name: str, value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise OptionError(f"{name} must be an octal number, not {value!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise OptionError(f"{name} out of range: {value!r}")
+    return mode
+
+
+def _id(name: str, value: str) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise OptionError(f"{name} must be a number, not {value!r}") from None
+    if not 0 <= number < 2**32:
+        raise OptionError(f"{name} out of range: {value!r}")
+    return number
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OptionError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 <= seconds < 1e9:
+        raise OptionError(f"{name} out of range: {value!r}")
+    return seconds
+
+
+def parse_options(groups: list[str], base: MountOptions | None = None) -> MountOptions:
+    """Apply ``-o`` groups (each ``a=b,c,...``) over ``base`` (or the defaults)."""
+    opts = dataclasses.replace(base) if base is not None else MountOptions()
+    for group in groups:
+        for item in group.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, has_value, value = item.partition("=")
+            if name not in OPTIONS:
+                raise OptionError(f"unknown option {name!r}")
+            if name in FLAGS:
+                if has_value:
+                    raise OptionError(f"option {name!r} takes no value")
+                _set_flag(opts, name)
+                continue
+            if not has_value or value == "":
+                raise OptionError(f"option {name!r} needs a value ({name}=...)")
+            _set_value(opts, name, value)
+    parse_endpoint(opts.endpoint)  # the default is valid; a base may not be
+    return opts
+
+
+def _set_flag(opts: MountOptions, name: str) -> None:
+    if name == "sigv2":
+        opts.signature = "v2"
+    elif name == "sigv4":
+        opts.signature = "v4"
+    elif name == "path_style":
+        opts.path_style = True
+    elif name == "virtual_host":
+        opts.path_style = False
+    else:
+        setattr(opts, name, True)
+
+
+def _set_value(opts: MountOptions, name: str, value: str) -> None:
+    if name == "endpoint":
+        parse_endpoint(value)
+        opts.endpoint = value
+    elif name == "region":
+        opts.region = value
+    elif name in ("uid", "gid"):
+        setattr(opts, name, _id(name, value))
+    elif name in ("umask", "file_mode", "dir_mode"):
+        setattr(opts, name, _octal(name, value))
+    elif name in ("stat_ttl", "dir_ttl", "neg_ttl"):
+        setattr(opts, name, _seconds(name, value))
+    else:  # pragma: no cover - OPTIONS and this function list the same names
+        raise OptionError(f"unknown option {name!r}")
+
+
+def parse_bucket(spec: str) -> tuple[str, str]:
+    """``BUCKET[:/PREFIX]`` → (bucket, normalized prefix); OptionError if malformed."""
+    bucket, _, prefix = spec.partition(":")
+    if not bucket or "/" in bucket:
+        raise OptionError(f"bad bucket {spec!r}: expected BUCKET or BUCKET:/PREFIX")
+    try:
+        return bucket, normalize_prefix(prefix)
+    except ValueError as exc:
+        raise OptionError(f"bad prefix in {spec!r}: {exc}") from None
