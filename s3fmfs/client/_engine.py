@@ -135,7 +135,10 @@ async def _aiter(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 
 
 async def read_all(resp: httpx.Response) -> bytes:
-    """The raw body, undecoded."""
+    """The raw body, undecoded (a response built in memory, as a mock transport's, is already
+    read)."""
+    if resp.is_stream_consumed:
+        return resp.content
     return b"".join([chunk async for chunk in resp.aiter_raw()])
 
 
@@ -388,6 +391,8 @@ class Engine:
 
 async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
     """At most ``limit`` bytes of a body (error documents are small; a huge one is not ours)."""
+    if resp.is_stream_consumed:
+        return resp.content[:limit]
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.aiter_raw():
