@@ -199,7 +199,7 @@ def assert_one_line(text: str) -> None:
     assert text == text.strip()
 
 
-# -- error_from_response with an <Error> body ----------------------------------------------
+# -- error_from_response with an <Error> body ------------------------------------------------------
 
 
 @pytest.mark.parametrize("namespace", [False, True], ids=["plain", "namespaced"])
@@ -354,7 +354,7 @@ def test_error_inside_200_copy_answer() -> None:
     assert (err.status, err.request_id, err.host_id) == (500, "R", "H")
 
 
-# -- bodiless answers (HEAD) ----------------------------------------------------------------
+# -- bodiless answers (HEAD) -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,7 @@ def test_bodiless_unknown_status(status: int, base: type[S3ResponseError]) -> No
     assert err.status == status
 
 
-# -- unknown codes ------------------------------------------------------------------------
+# -- unknown codes ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -437,7 +437,7 @@ def test_unknown_code_with_redirect_status() -> None:
     assert err.code == "WeirdMove"
 
 
-# -- bodies that are not S3 XML -----------------------------------------------------------
+# -- bodies that are not S3 XML --------------------------------------------------------------------
 
 BROKEN_BODIES = {
     "html": (
@@ -450,7 +450,9 @@ BROKEN_BODIES = {
     "text": b"Internal Server Error\n",
     "json": b'{"error": "rate limited", "retry": true}',
     "binary": bytes(range(256)) * 4,
-    "bogus-encoding": b'<?xml version="1.0" encoding="x-no-such-codec"?><Error><Code>X</Code></Error>',
+    "bogus-encoding": (
+        b'<?xml version="1.0" encoding="x-no-such-codec"?><Error><Code>X</Code></Error>'
+    ),
     "empty-error": b"<Error/>",
     "not-error-root": b"<ListBucketResult><Name>b</Name></ListBucketResult>",
     "latin1": "<Error><Message>caf\xe9</Message></Error>".encode("latin-1"),
@@ -502,7 +504,7 @@ def test_response_error_attributes_default() -> None:
     assert str(err) == "Custom (400): msg"
 
 
-# -- transport errors ------------------------------------------------------------------------
+# -- transport errors ------------------------------------------------------------------------------
 
 REQUEST = httpx.Request("GET", "http://s3.test:9000/b/k")
 
@@ -533,8 +535,8 @@ def test_wrap_transport_error(exc_type: type[httpx.TransportError], cls: type[S3
     assert str(err) == "GET /b/k: [Errno 111] Connection refused"
 
 
-def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
-    found = []
+def _all_subclasses(cls: type[httpx.TransportError]) -> list[type[httpx.TransportError]]:
+    found: list[type[httpx.TransportError]] = []
     for sub in cls.__subclasses__():
         found.append(sub)
         found.extend(_all_subclasses(sub))
@@ -544,8 +546,9 @@ def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
 def test_every_httpx_transport_error_is_mapped() -> None:
     subclasses = _all_subclasses(httpx.TransportError)
     assert len(subclasses) >= 14  # httpx 0.28 has 15
-    unmapped = []
-    for exc_type in [httpx.TransportError, *subclasses]:
+    unmapped: list[str] = []
+    candidates: list[type[httpx.TransportError]] = [httpx.TransportError, *subclasses]
+    for exc_type in candidates:
         err = wrap_transport_error(exc_type("boom", request=REQUEST), method="PUT", url="/b/k")
         if not isinstance(err, S3TransportError) or type(err) is S3TransportError:
             unmapped.append(exc_type.__name__)
@@ -596,25 +599,35 @@ def test_tree_shape() -> None:
     assert issubclass(S3ServerError, S3ResponseError)
     assert issubclass(S3Redirect, S3ResponseError)
     assert not issubclass(S3Redirect, S3ClientError | S3ServerError)
-    for cls in (S3ConnectError, S3TimeoutError, S3ProtocolError):
-        assert issubclass(cls, S3TransportError)
-    for cls in (InternalError, ServiceUnavailable, SlowDown):
-        assert issubclass(cls, S3ServerError)
-    for cls in (PermanentRedirect, TemporaryRedirect):
-        assert issubclass(cls, S3Redirect)
+    transport: list[type[S3fmError]] = [S3ConnectError, S3TimeoutError, S3ProtocolError]
+    assert all(issubclass(cls, S3TransportError) for cls in transport)
+    server: list[type[S3fmError]] = [InternalError, ServiceUnavailable, SlowDown]
+    assert all(issubclass(cls, S3ServerError) for cls in server)
+    redirects: list[type[S3fmError]] = [PermanentRedirect, TemporaryRedirect]
+    assert all(issubclass(cls, S3Redirect) for cls in redirects)
 
 
-def test_exceptions_survive_pickling_as_the_tree() -> None:
-    """Not required by the API: only that pickling never raises something foreign."""
-    err = error_from_response(404, {}, b"", resource="/b/k")
-    try:
-        copy = pickle.loads(pickle.dumps(err))
-    except TypeError:
-        pytest.skip("S3ResponseError is not picklable (keyword-only attributes)")
-    assert isinstance(copy, S3fmError)
+def test_exceptions_survive_pickling() -> None:
+    """Errors cross process boundaries (e.g. a worker pool) with their attributes intact."""
+    err = error_from_response(
+        404, {"x-amz-request-id": "R1"}, b"", method="HEAD", resource="/b/k", missing="NoSuchKey"
+    )
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is NoSuchKey
+    assert (copy.status, copy.code, copy.request_id, copy.method) == (
+        404,
+        "NoSuchKey",
+        "R1",
+        "HEAD",
+    )
+    assert str(copy) == str(err)
+    transport = S3ConnectError("refused", method="GET", url="/b/k")
+    copy_t = pickle.loads(pickle.dumps(transport))
+    assert type(copy_t) is S3ConnectError
+    assert (copy_t.method, copy_t.url, str(copy_t)) == ("GET", "/b/k", "GET /b/k: refused")
 
 
-# -- public exports ---------------------------------------------------------------------------
+# -- public exports --------------------------------------------------------------------------------
 
 #: Classes of models.py that are internal plumbing (the parser's page of ListParts).
 INTERNAL_MODELS = {"PartsPage"}

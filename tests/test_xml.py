@@ -48,7 +48,7 @@ def doc(body: str, root: str, namespace: bool) -> bytes:
 
 NAMESPACES = pytest.mark.parametrize("namespace", [True, False], ids=["ns", "no-ns"])
 
-# -- ListObjects V1 -----------------------------------------------------------------------------
+# -- ListObjects V1 --------------------------------------------------------------------------------
 
 LIST_V1 = """
   <Name>my-bucket</Name>
@@ -134,7 +134,7 @@ def test_list_v1_not_truncated_minimal() -> None:
     assert page.entries == [] and page.common_prefixes == []
 
 
-# -- ListObjects V2 -----------------------------------------------------------------------------
+# -- ListObjects V2 --------------------------------------------------------------------------------
 
 LIST_V2 = """
   <Name>bucket</Name>
@@ -233,7 +233,7 @@ def test_list_bad_numbers(bad: str) -> None:
         parse_list_objects(doc(bad, "ListBucketResult", True))
 
 
-# -- ListAllMyBuckets --------------------------------------------------------------------------
+# -- ListAllMyBuckets ------------------------------------------------------------------------------
 
 LIST_BUCKETS = """
   <Owner>
@@ -271,7 +271,7 @@ def test_list_buckets_none_and_no_owner() -> None:
     assert buckets == []
 
 
-# -- GetBucketLocation ------------------------------------------------------------------------
+# -- GetBucketLocation -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_location(body: str, expected: str | None) -> None:
     assert parse_location(body.encode()) == expected
 
 
-# -- multipart ----------------------------------------------------------------------------------
+# -- multipart -------------------------------------------------------------------------------------
 
 
 @NAMESPACES
@@ -473,7 +473,7 @@ def test_list_uploads_empty() -> None:
     assert parse_list_uploads(body) == ([], False, "", "")
 
 
-# -- DeleteObjects --------------------------------------------------------------------------
+# -- DeleteObjects ---------------------------------------------------------------------------------
 
 
 @NAMESPACES
@@ -516,7 +516,7 @@ def test_delete_result_quiet_is_empty() -> None:
     assert parse_delete_result(doc("", "DeleteResult", True)) == ([], [])
 
 
-# -- invalid documents ---------------------------------------------------------------------
+# -- invalid documents -----------------------------------------------------------------------------
 
 INVALID = {
     "empty": b"",
@@ -565,7 +565,7 @@ def test_invalid_xml_names_the_operation() -> None:
         parse_list_parts(b"<ListPartsResult>")
 
 
-# -- builders --------------------------------------------------------------------------------
+# -- builders --------------------------------------------------------------------------------------
 
 
 def _keys_of(body: bytes) -> list[str]:

@@ -115,7 +115,7 @@ class RequestBody:
         if self.file is not None:
             return self._file_chunks(self.file)
         assert self.aiter is not None
-        return _aiter(self.aiter)
+        return self._counted(self.aiter)
 
     async def _file_chunks(self, f: IO[bytes]) -> AsyncIterator[bytes]:
         if self.start >= 0:
@@ -128,10 +128,16 @@ class RequestBody:
             left -= len(chunk)
             yield chunk
 
-
-async def _aiter(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    async for chunk in source:
-        yield bytes(chunk)
+    async def _counted(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """Check a stream against its announced length before HTTP sees a wrong one."""
+        sent = 0
+        async for chunk in source:
+            sent += len(chunk)
+            if sent > self.length:
+                raise ValueError(f"body stream longer than content_length={self.length}")
+            yield bytes(chunk)
+        if sent != self.length:
+            raise ValueError(f"body stream ended at {sent} of content_length={self.length}")
 
 
 async def read_all(resp: httpx.Response) -> bytes:
@@ -282,7 +288,11 @@ class Engine:
         policy: RetryPolicy,
         attempt: Callable[[], Awaitable[R]],
     ) -> R:
-        """Run attempts until one succeeds, the failure is final, or the budget is spent."""
+        """Run attempts until one succeeds, the failure is final, or the budget is spent.
+
+        Redirects are followed only when the attempt can be repeated (``policy`` allows more
+        than one attempt): a streamed body cannot be sent twice.
+        """
         started = trio.current_time()
         tries = 0
         redirects = 0
@@ -292,7 +302,8 @@ class Engine:
                 return await attempt()
             except (S3Redirect, AuthorizationHeaderMalformed) as exc:
                 redirects += 1
-                if redirects > MAX_REDIRECTS or not self._follow(bucket, exc):
+                replayable = policy.max_attempts > 1
+                if redirects > MAX_REDIRECTS or not replayable or not self._follow(bucket, exc):
                     raise
                 tries -= 1
             except S3fmError as exc:
@@ -330,7 +341,7 @@ class Engine:
             url,
             headers=signed,
             content=body.content() if body is not None else None,
-            extensions={"target": target.encode("ascii")},
+            extensions=_target_extension(target),
         )
         began = trio.current_time()
         try:
@@ -387,6 +398,16 @@ class Engine:
         log.info("bucket %r moved to %s (region %s)", bucket, endpoint.server, region)
         self._routes[bucket] = new
         return True
+
+
+def _target_extension(target: str) -> dict[str, bytes]:
+    """Pin the request target only where httpx would change it: keys with ``.``/``..``
+    segments (httpx removes them). Elsewhere httpx sends our encoded path unchanged, and leaves
+    the target free for a forward proxy's absolute form."""
+    path = target.split("?", 1)[0]
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return {"target": target.encode("ascii")}
+    return {}
 
 
 async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:

@@ -358,9 +358,8 @@ class S3fmAuthConnection:
         else:
             all_headers.setdefault("x-amz-metadata-directive", "COPY")
         resp, body = await self._engine.request(
-            "PUT", dst_bucket, dst_key, (), all_headers, RequestBody(b"")
+            "PUT", dst_bucket, dst_key, (), all_headers, RequestBody(b""), consume=_checked_body
         )
-        self._raise_embedded(resp, body, "PUT", f"/{dst_bucket}/{dst_key}")
         etag, modified = parse_copy_result(body, "CopyObject")
         return CopyResponse(resp, etag, modified)
 
@@ -482,10 +481,9 @@ class S3fmAuthConnection:
         if byte_range is not None:
             headers["x-amz-copy-source-range"] = range_header(byte_range)
         query: Query = (("partNumber", str(part_number)), ("uploadId", upload_id))
-        resp, body = await self._engine.request(
-            "PUT", bucket, key, query, headers, RequestBody(b"")
+        _, body = await self._engine.request(
+            "PUT", bucket, key, query, headers, RequestBody(b""), consume=_checked_body
         )
-        self._raise_embedded(resp, body, "PUT", f"/{bucket}/{key}")
         etag, _ = parse_copy_result(body, "UploadPartCopy")
         size = byte_range[1] - byte_range[0] + 1 if byte_range else 0
         return Part(part_number, etag, size)
@@ -503,8 +501,8 @@ class S3fmAuthConnection:
             {"content-type": "application/xml"},
             RequestBody(payload),
             missing="NoSuchUpload",
+            consume=_checked_body,
         )
-        self._raise_embedded(resp, body, "POST", f"/{bucket}/{key}")
         etag, modified = parse_copy_result(body, "CompleteMultipartUpload")
         return CopyResponse(resp, etag, modified)
 
@@ -577,12 +575,6 @@ class S3fmAuthConnection:
         )
         return Response(resp)
 
-    @staticmethod
-    def _raise_embedded(resp: httpx.Response, body: bytes, method: str, resource: str) -> None:
-        """CopyObject and CompleteMultipartUpload can fail inside a 200 answer."""
-        if body and embedded_error(parse(body, "copy")):
-            raise error_from_response(500, resp.headers, body, method=method, resource=resource)
-
 
 class StreamingGetResponse(Response):
     """An open GET whose body is read as a stream (``aiter_bytes``)."""
@@ -620,6 +612,18 @@ async def _spool_to_file(resp: httpx.Response, limit: int) -> Any:
         return bytes(buffer)
     await trio.to_thread.run_sync(spooled.seek, 0)
     return spooled
+
+
+async def _checked_body(resp: httpx.Response) -> bytes:
+    """Read a CopyObject / UploadPartCopy / CompleteMultipartUpload answer, raising the
+    ``<Error>`` a 200 can carry inside the attempt, so that it is retried like any other."""
+    body = await read_all(resp)
+    if body.strip() and embedded_error(parse(body, "copy")):
+        request = resp.request
+        raise error_from_response(
+            500, resp.headers, body, method=request.method, resource=request.url.path
+        )
+    return body
 
 
 def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:

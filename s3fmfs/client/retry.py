@@ -3,8 +3,9 @@
 Invariants:
 - Only temporary failures are retried: 5xx, 429, SlowDown, RequestTimeout, and transport
   errors (connect, timeout, reset). 4xx answers are final.
-- Waits grow exponentially with full jitter, are capped by ``max_delay``, honour Retry-After,
-  and never take the request past ``total_timeout`` from its first attempt.
+- Waits grow exponentially with full jitter and are capped by ``max_delay``; a Retry-After is
+  honoured even above ``max_delay``; no wait takes the request past ``total_timeout`` from its
+  first attempt (the engine gives up instead).
 """
 
 from __future__ import annotations
