@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import sys
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,22 @@ import trio
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
 
 CHUNK = 1 << 20
+PHASES: dict[str, float] = {}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Not ``getrusage``'s ru_maxrss: Linux carries
+    that across exec from the parent's memory, so under pytest it reports pytest's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def mark(phase: str) -> None:
+    """Record the peak RSS (MiB) reached by the end of a phase."""
+    PHASES[phase] = peak_rss_mib()
 
 
 def block(i: int) -> bytes:
@@ -40,6 +55,7 @@ async def main(host: str, port: int, mib: int) -> dict[str, object]:
         await conn.create_bucket("stream")
         sent = hashlib.sha256()
         await conn.put("stream", "big", generate(mib, sent), content_length=size)
+        mark("put_stream")
         # 1. streamed GET, hashed on the fly
         got = hashlib.sha256()
         received = 0
@@ -47,10 +63,13 @@ async def main(host: str, port: int, mib: int) -> dict[str, object]:
             async for chunk in resp.aiter_bytes():
                 got.update(chunk)
                 received += len(chunk)
+        mark("get_stream")
         # 2. GET spooled to a temp file, then PUT back from that file
         spooled = await conn.get("stream", "big", spool_size=8 << 20)
+        mark("get_spooled")
         f = spooled.object.data
         await conn.put("stream", "big-copy", f)
+        mark("put_file")
         f.close()
         head = await conn.head("stream", "big-copy")
         copy_digest = hashlib.sha256()
@@ -59,7 +78,6 @@ async def main(host: str, port: int, mib: int) -> dict[str, object]:
                 copy_digest.update(chunk)
         await conn.delete_objects("stream", ["big", "big-copy"])
         await conn.delete_bucket("stream")
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "size": size,
         "received": received,
@@ -67,8 +85,9 @@ async def main(host: str, port: int, mib: int) -> dict[str, object]:
         "sent_sha256": sent.hexdigest(),
         "got_sha256": got.hexdigest(),
         "copy_sha256": copy_digest.hexdigest(),
-        "peak_rss_mib": peak_kib / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "spooled_to_file": not isinstance(spooled.object.data, bytes),
+        "phases": PHASES,
     }
 
 

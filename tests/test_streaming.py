@@ -29,4 +29,4 @@ def test_1gib_round_trip_stays_under_100mb(moto: S3Server) -> None:
     assert result["got_sha256"] == result["sent_sha256"]
     assert result["copy_sha256"] == result["sent_sha256"]
     assert result["spooled_to_file"] is True
-    assert result["peak_rss_mib"] < 100, result
+    assert result["peak_rss_mib"] < 100, json.dumps(result)
