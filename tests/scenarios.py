@@ -35,6 +35,7 @@ WEIRD_KEYS = [
     "trailing/",
     "&=//%# ++++",
     "k" * 1024,
+    "control\x01char",  # XML 1.0 cannot carry U+0001: listed through encoding-type=url
 ]
 
 
@@ -55,8 +56,13 @@ class Capabilities:
     #: s3rver decodes x-amz-copy-source with decodeURI, which leaves %26 %2B %3D %23 %3F encoded
     copy_reserved_chars: bool = True
 
+    #: answers encoding-type=url listings (s3rver ignores it: control characters break its XML)
+    url_listing: bool = True
+
     def can_store(self, key: str) -> bool:
-        """Whether the server can hold this key."""
+        """Whether the server can hold (and list) this key."""
+        if not self.url_listing and any(ord(c) < 0x20 for c in key):
+            return False
         segments = key.rstrip("/").split("/")
         return not self.file_backed or all(0 < len(s.encode()) <= 255 for s in segments)
 

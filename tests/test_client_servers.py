@@ -29,6 +29,7 @@ S3RVER_CAPS = scenarios.Capabilities(
     list_parts=False,
     abort_upload=False,
     file_backed=True,
+    url_listing=False,
     copy_reserved_chars=False,
 )
 

@@ -10,6 +10,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -110,7 +111,25 @@ def parse_list_objects(body: bytes) -> ListPage:
             page.start_after = text
         elif tag == "KeyCount":
             page.key_count = _int(text, "KeyCount")
+        elif tag == "EncodingType":
+            page.encoding_type = text.strip().lower()
+    if page.encoding_type == "url":
+        _decode_names(page)
     return page
+
+
+def _decode_names(page: ListPage) -> None:
+    """Undo ``encoding-type=url``: S3 writes a space as ``+`` and ``+`` as ``%2B`` (botocore
+    decodes with unquote_plus too). Only names the service says it encoded are decoded."""
+    for entry in page.entries:
+        entry.key = unquote_plus(entry.key)
+    for common in page.common_prefixes:
+        common.prefix = unquote_plus(common.prefix)
+    page.prefix = unquote_plus(page.prefix)
+    page.delimiter = unquote_plus(page.delimiter)
+    page.marker = unquote_plus(page.marker)
+    page.next_marker = unquote_plus(page.next_marker)
+    page.start_after = unquote_plus(page.start_after)
 
 
 def _list_entry(elem: ElementTree.Element) -> ListEntry:

@@ -15,7 +15,7 @@ import contextlib
 import datetime
 import hashlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import IO, Any
 
 import httpx
@@ -371,9 +371,12 @@ class S3fmAuthConnection:
         *,
         start_after: str | None = None,
         page_size: int = 1000,
-    ) -> AsyncIterator[ListPage]:
+    ) -> AsyncGenerator[ListPage, None]:
         """Every page of a listing: ListObjectsV2 with continuation tokens, or V1 markers
-        (``list_api=1``, or automatically when a service ignores ``list-type=2``)."""
+        (``list_api=1``, or automatically when a service ignores ``list-type=2``).
+
+        Names are requested URL-encoded and decoded when the service says it encoded them, so
+        keys with characters XML cannot carry list too."""
         token: str | None = None
         marker = start_after
         use_v2 = self.list_api == 2
@@ -392,6 +395,7 @@ class S3fmAuthConnection:
             if delimiter:
                 params.append(("delimiter", delimiter))
             params.append(("max-keys", str(page_size)))
+            params.append(("encoding-type", "url"))  # keys XML 1.0 cannot carry (U+0001…)
             _, body = await self._engine.request(
                 "GET", bucket, "", tuple(params), missing="NoSuchBucket"
             )

@@ -122,6 +122,8 @@ class ListPage:
     next_continuation_token: str = ""
     start_after: str = ""
     key_count: int | None = None
+    #: "url" when the service encoded the names (``encoding-type=url``); the parser decodes them
+    encoding_type: str = ""
 
 
 @dataclass

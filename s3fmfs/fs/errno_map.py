@@ -5,6 +5,7 @@ Invariants:
 - Filesystem-level failures are ``FsError(errno)``, raised by the core; client failures keep
   their own classes and are translated here, nowhere else. Only the adapter turns the result
   into ``pyfuse3.FUSEError``.
+- An exception group (a nursery's failure) maps like its first member.
 - Anything not in the table is EIO, and its traceback is logged (it is a bug or a case the
   table should learn).
 """
@@ -50,6 +51,8 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
 
 def to_errno(exc: BaseException) -> int:
     """The errno a failed operation reports for ``exc``."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return to_errno(exc.exceptions[0])  # a nursery's failure: its first cause decides
     if isinstance(exc, FsError):
         return exc.errno if exc.errno > 0 else errno.EIO
     for cls, code in _TABLE:

@@ -1,0 +1,39 @@
+"""The filesystem layer: a bucket (or a prefix of it) as a directory tree through FUSE.
+
+Layers, each importing only the ones below it::
+
+    adapter.S3fmOperations   pyfuse3 types ↔ core calls; the only place FUSEError is raised
+    core.FsCore              the operations, over an ObjectStore; drivable without a mount
+    inodes, cache, writebuf  inode table, TTL caches, temp-file write buffers
+    readahead                per-handle ranged-GET read-ahead
+    attrs, keys, errno_map   metadata ↔ attributes, paths ↔ keys, exceptions → errno
+    options                  mount options and their parsing
+    store.ObjectStore        the narrow bucket interface; s3store.S3Store implements it
+    s3fmfs.client            the signed S3 client (only s3store calls it)
+
+The adapter is not imported here, so the core can be used where pyfuse3 is not wanted.
+"""
+
+from .attrs import Attr, Defaults, Kind
+from .core import FsCore
+from .errno_map import FsError, to_errno
+from .options import MountOptions, OptionError, parse_options
+from .s3store import S3Store
+from .store import ListingPage, ObjectInfo, ObjectStore, PutResult
+
+__all__ = [
+    "Attr",
+    "Defaults",
+    "FsCore",
+    "FsError",
+    "Kind",
+    "ListingPage",
+    "MountOptions",
+    "ObjectInfo",
+    "ObjectStore",
+    "OptionError",
+    "PutResult",
+    "S3Store",
+    "parse_options",
+    "to_errno",
+]

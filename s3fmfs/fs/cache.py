@@ -1,0 +1,162 @@
+"""The metadata caches: attributes, directory listings and negative lookups, each a TTLCache.
+
+Invariants:
+- Keys are paths (see ``keys``); values are immutable ``Attr`` or a listing this module owns.
+- Every change the mount makes updates or drops the entries it affects before the operation
+  returns (``note_*``/``forget_*``), so the mount sees its own changes at once; changes made
+  behind its back show once an entry expires: after ``stat_ttl``, ``dir_ttl``, ``neg_ttl``.
+- A TTL of 0 disables that cache (nothing is stored).
+- The timer is injectable (``time.monotonic`` by default): tests expire entries without
+  sleeping. All access happens on the trio thread; no locking needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import TypeVar
+
+from cachetools import TTLCache
+
+from .attrs import Attr
+from .keys import is_under, name_of, parent_of
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+MAX_ATTRS = 200_000
+MAX_DIRS = 10_000
+MAX_NEGATIVE = 100_000
+
+#: A directory listing: name → attributes from the listing (``complete`` False until HEADed).
+Listing = dict[str, Attr]
+
+
+class _Disabled(MutableMapping[K, V]):
+    """A cache of TTL 0: forgets everything at once."""
+
+    def __getitem__(self, key: K) -> V:
+        raise KeyError(key)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        pass
+
+    def __delitem__(self, key: K) -> None:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMapping[str, V]:
+    if ttl <= 0:
+        return _Disabled()
+    return TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
+
+
+class MetadataCache:
+    """The three caches and the rules to keep them true to the mount's own changes."""
+
+    def __init__(
+        self,
+        stat_ttl: float,
+        dir_ttl: float,
+        neg_ttl: float,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stat_ttl = stat_ttl
+        self.dir_ttl = dir_ttl
+        self.neg_ttl = neg_ttl
+        self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
+        self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
+        self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def attr(self, path: str) -> Attr | None:
+        """Cached attributes of ``path``, complete or from a listing."""
+        return self.attrs.get(path)
+
+    def listing(self, path: str) -> Listing | None:
+        """The cached listing of directory ``path``."""
+        return self.dirs.get(path)
+
+    def is_missing(self, path: str) -> bool:
+        """Whether ``path`` is known not to exist (negative cache or a fresh parent listing)."""
+        if self.negative.get(path, False):
+            return True
+        if path == "":
+            return False
+        parent = self.dirs.get(parent_of(path))
+        return parent is not None and name_of(path) not in parent
+
+    # -- what lookups and listings learned -------------------------------------------------
+
+    def store_attr(self, path: str, attr: Attr) -> None:
+        """Attributes found for ``path`` (it exists)."""
+        self.attrs[path] = attr
+        self.negative.pop(path, None)
+
+    def store_missing(self, path: str) -> None:
+        """``path`` was found not to exist."""
+        self.negative[path] = True
+        self.attrs.pop(path, None)
+
+    def store_listing(self, path: str, listing: Listing) -> None:
+        """A fresh listing of directory ``path``; keeps complete attributes of unchanged
+        entries (same ETag) and caches the others as they are."""
+        self.dirs[path] = listing
+        prefix = f"{path}/" if path else ""
+        for name, attr in listing.items():
+            child = prefix + name
+            self.negative.pop(child, None)
+            known = self.attrs.get(child)
+            if (
+                known is not None
+                and known.complete
+                and known.kind is attr.kind
+                and known.etag == attr.etag
+            ):
+                continue
+            self.attrs[child] = attr
+
+    # -- the mount's own changes -----------------------------------------------------------
+
+    def note_exists(self, path: str, attr: Attr) -> None:
+        """The mount created or changed ``path``: cache it, add it to its parent's listing."""
+        self.store_attr(path, attr)
+        if path == "":
+            return
+        parent = self.dirs.get(parent_of(path))
+        if parent is not None:
+            parent[name_of(path)] = attr
+
+    def note_removed(self, path: str) -> None:
+        """The mount removed ``path`` (and everything under it)."""
+        self.forget_tree(path)
+        if path == "":
+            return
+        self.negative[path] = True
+        parent = self.dirs.get(parent_of(path))
+        if parent is not None:
+            parent.pop(name_of(path), None)
+
+    def forget_tree(self, path: str) -> None:
+        """Drop everything cached at or under ``path`` (renames, failures)."""
+        for cache in (self.attrs, self.dirs, self.negative):
+            doomed = [p for p in list(cache.keys()) if p == path or is_under(p, path)]
+            for p in doomed:
+                cache.pop(p, None)
+
+    def forget_listing(self, path: str) -> None:
+        """Drop the listing of directory ``path`` (its content changed in ways not tracked)."""
+        self.dirs.pop(path, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self.attrs.clear()
+        self.dirs.clear()
+        self.negative.clear()

@@ -1,0 +1,1028 @@
+"""The filesystem core: FUSE operations in plain Python types over an ``ObjectStore``.
+
+Tests drive it directly, without a mount; ``adapter`` only translates types and errors.
+
+Invariants:
+- Every method either succeeds or raises (``FsError`` or a client error); ``forget`` never
+  raises. Nothing here knows pyfuse3.
+- The bucket is the truth, except for *local* nodes (``InodeTable.local``): files created and
+  not yet uploaded, or holding unsaved writes; lookups and listings consult them first.
+- A directory is a marker object ``dir/`` or any key under ``dir/`` (implicit). A directory
+  shadows a file of the same name. Keys that cannot be paths are skipped (logged once).
+- Writes go to the inode's ``WriteBuffer`` (filled from the object before the first change
+  that needs old bytes) and are uploaded by flush, fsync and release when dirty, never after
+  an unlink. Uploads of one inode never overlap its writes: both hold ``Node.lock``.
+- Caches are updated by every change the mount makes before the change returns.
+- Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
+  starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
+
+- HEADs run concurrently where there are many (readdirplus batches, probes), never more
+  than ``CONCURRENCY`` at once for the whole mount (``limiter``).
+- Reads of an unbuffered file are ranged GETs through the handle's ``ReadAhead``.
+
+Concurrency: all state lives on the trio thread; it may change at every ``await``, so code
+re-reads the inode table after awaiting rather than trusting what it read before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mimetypes
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+import trio
+
+from .attrs import (
+    DIRECTORY_CONTENT_TYPE,
+    OUR_META,
+    Attr,
+    Defaults,
+    Kind,
+    attr_from_object,
+    implicit_dir,
+    metadata_of,
+    truncate_to_seconds,
+)
+from .cache import Listing, MetadataCache
+from .errno_map import FsError
+from .inodes import ROOT_INODE, InodeTable, Node
+from .keys import KeyMap, decode_name, encode_name, is_under, join, name_of, parent_of, valid_name
+from .options import MountOptions
+from .readahead import ReadAhead
+from .store import ObjectInfo, ObjectStore
+from .writebuf import WriteBuffer
+
+log = logging.getLogger("s3fmfs.fs")
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+#: HEADs in flight at once for one mount (readdirplus, renames of directories).
+CONCURRENCY = 16
+#: Entries whose attributes are completed (HEADed) at a time by readdir.
+READDIR_BATCH = 64
+READAHEAD_MIN = 128 << 10
+READAHEAD_MAX = 8 << 20
+MAX_SKIPPED_LOGGED = 10_000
+
+#: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
+Emit = Callable[[bytes, int, Attr, int], bool]
+
+
+@dataclass
+class StatFs:
+    """statfs answers: a bucket has no size limit, so big round numbers."""
+
+    block_size: int = 4096
+    blocks: int = 1 << 36  # 256 TiB of 4 KiB blocks
+    blocks_free: int = 1 << 36
+    files: int = 1 << 32
+    files_free: int = 1 << 32
+    name_max: int = 255
+
+
+@dataclass
+class Handle:
+    """An open file."""
+
+    node: Node
+    flags: int
+    readahead: ReadAhead = field(default_factory=lambda: ReadAhead(READAHEAD_MIN, READAHEAD_MAX))
+
+
+@dataclass
+class DirHandle:
+    """An open directory and the snapshot its offsets index."""
+
+    ino: int
+    snapshot: list[tuple[str, Attr]] | None = None
+
+
+def _locked(node: Node | None) -> AbstractAsyncContextManager[object]:
+    """The node's lock, or nothing when there is no node."""
+    return node.lock if node is not None else contextlib.nullcontext()
+
+
+def _content_type(path: str) -> str:
+    guessed, _ = mimetypes.guess_type(name_of(path), strict=False)
+    return guessed or "application/octet-stream"
+
+
+class FsCore:
+    """A bucket (or a prefix of it) as a tree of files, directories and symlinks."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        options: MountOptions | None = None,
+        *,
+        prefix: str = "",
+        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], int] = time.time_ns,
+        tmpdir: str | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options or MountOptions()
+        self.keys = KeyMap(prefix)
+        self.clock = clock
+        self.tmpdir = tmpdir
+        opts = self.options
+        self.defaults = Defaults(opts.uid, opts.gid, opts.default_file_mode, opts.default_dir_mode)
+        self.cache = MetadataCache(opts.stat_ttl, opts.dir_ttl, opts.neg_ttl, timer)
+        self.mount_time = self._now()
+        self.root_attr = implicit_dir(self.defaults, self.mount_time)
+        self.inodes = InodeTable(self.root_attr)
+        self.handles: dict[int, Handle] = {}
+        self.dirs: dict[int, DirHandle] = {}
+        self._next_fh = 1
+        self.limiter = trio.CapacityLimiter(CONCURRENCY)
+        self._skipped: set[str] = set()
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        """Now, in whole seconds (the resolution metadata keeps) as nanoseconds."""
+        return truncate_to_seconds(self.clock())
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _check_writable(self) -> None:
+        if self.options.ro:
+            raise FsError(errno.EROFS)
+
+    def _dir_node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.unlinked:
+            raise FsError(errno.ENOENT, "directory was removed")
+        return node
+
+    def _child_path(self, parent: Node, name: bytes, *, creating: bool = False) -> str:
+        """The path of ``name`` in ``parent``; ENOENT (or, creating, EINVAL/ENAMETOOLONG) when
+        the name cannot be a key."""
+        text = decode_name(name)
+        if text is None:
+            raise FsError(errno.EINVAL if creating else errno.ENOENT, "name is not UTF-8")
+        if len(name) > 255:
+            raise FsError(errno.ENAMETOOLONG)
+        if not valid_name(text):
+            raise FsError(errno.EINVAL if creating else errno.ENOENT, "invalid name")
+        return join(parent.path, text)
+
+    def _skip_key(self, key: str) -> None:
+        """A key that cannot be a path: log it once, never fail a listing for it."""
+        if key in self._skipped:
+            return
+        if len(self._skipped) < MAX_SKIPPED_LOGGED:
+            self._skipped.add(key)
+        log.warning("skipping key %r: it cannot be a path (empty, '.', '..' or too long)", key)
+
+    def _parent_node(self, node: Node) -> Node:
+        """The directory containing ``node`` (the root for the root or when unknown)."""
+        return self.inodes.find(parent_of(node.path)) or self.inodes.root
+
+    def _local_attr(self, node: Node) -> Attr:
+        """Attributes of a node whose truth is here (size from its buffer)."""
+        attr = node.attr or self._blank(node.kind)
+        if node.buffer is not None and node.kind is Kind.FILE:
+            attr = attr.with_changes(size=node.buffer.size)
+        return attr
+
+    def _blank(self, kind: Kind) -> Attr:
+        mode = self.defaults.dir_mode if kind is Kind.DIR else self.defaults.file_mode
+        return Attr(kind, mode | kind.type_bits, self.defaults.uid, self.defaults.gid, 0, 0)
+
+    def _is_local(self, node: Node) -> bool:
+        return node.ino in self.inodes.local or node.unlinked
+
+    # -- resolving paths -----------------------------------------------------------------------
+
+    def _attr_from_info(self, info: ObjectInfo, *, is_dir: bool) -> Attr:
+        return attr_from_object(
+            is_dir=is_dir,
+            size=info.size,
+            last_modified_ns=info.last_modified_ns,
+            etag=info.etag,
+            metadata={} if self.options.nometa else info.metadata,  # nometa: defaults only
+            defaults=self.defaults,
+        )
+
+    async def _head(self, key: str) -> ObjectInfo | None:
+        async with self.limiter:
+            return await self.store.head(key)
+
+    async def _head_dir(self, path: str) -> Attr:
+        """A directory known to exist: its marker's metadata, or the defaults if implicit."""
+        if self.options.nometa:
+            return implicit_dir(self.defaults, self.mount_time)
+        info = await self._head(self.keys.dir_prefix(path))
+        if info is None:
+            return implicit_dir(self.defaults, self.mount_time)
+        attr = self._attr_from_info(info, is_dir=True)
+        return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
+
+    async def _probe(self, path: str) -> Attr | None:
+        """Ask the bucket what ``path`` is: HEAD the file key, HEAD the marker and list one
+        key under the directory prefix, all at once. A directory wins over a file."""
+        file_key = self.keys.file_key(path)
+        dir_prefix = self.keys.dir_prefix(path)
+        found: dict[str, object] = {}
+
+        async def head_file() -> None:
+            found["file"] = await self._head(file_key)
+
+        async def head_marker() -> None:
+            found["marker"] = await self._head(dir_prefix)
+
+        async def list_under() -> None:
+            page = await self.store.list_page(dir_prefix, None, 1)
+            found["under"] = bool(page.objects or page.prefixes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(head_file)
+            nursery.start_soon(list_under)
+            if not self.options.nometa:
+                nursery.start_soon(head_marker)
+        marker = found.get("marker")
+        if isinstance(marker, ObjectInfo):
+            attr = self._attr_from_info(marker, is_dir=True)
+            return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
+        if found.get("under"):
+            return implicit_dir(self.defaults, self.mount_time)
+        info = found.get("file")
+        if isinstance(info, ObjectInfo):
+            return self._complete_file(self._attr_from_info(info, is_dir=False))
+        return None
+
+    def _complete_file(self, attr: Attr) -> Attr:
+        """With nometa, listing-grade attributes are all there will ever be."""
+        if self.options.nometa and not attr.complete:
+            return attr.with_changes(complete=True)
+        return attr
+
+    async def _resolve(self, path: str) -> Attr | None:
+        """What ``path`` is now (None: nothing), from local nodes, the caches or the bucket."""
+        if path == "":
+            return self.root_attr
+        node = self.inodes.find(path)
+        if node is not None and node.ino in self.inodes.local:
+            return self._local_attr(node)
+        cached = self.cache.attr(path)
+        if cached is not None and (cached.complete or self.options.nometa):
+            return cached
+        if cached is None and self.cache.is_missing(path):
+            return None
+        attr: Attr | None = None
+        if cached is not None and cached.kind is Kind.DIR:
+            attr = await self._head_dir(path)
+        elif cached is not None:
+            info = await self._head(self.keys.file_key(path))
+            if info is not None:
+                attr = self._attr_from_info(info, is_dir=False)
+        if attr is None:
+            attr = await self._probe(path)
+        # the node may have become local while we awaited
+        node = self.inodes.find(path)
+        if node is not None and node.ino in self.inodes.local:
+            return self._local_attr(node)
+        if attr is None:
+            self.cache.store_missing(path)
+        else:
+            self.cache.store_attr(path, attr)
+        return attr
+
+    # -- lookup, getattr, forget ---------------------------------------------------------------
+
+    async def lookup(self, parent_ino: int, name: bytes) -> tuple[int, Attr]:
+        """The entry ``name`` in a directory; takes one lookup reference on its inode."""
+        parent = self._dir_node(parent_ino)
+        if name == b".":
+            node = parent
+            attr = await self.getattr(node.ino)
+        elif name == b"..":
+            node = self._parent_node(parent)
+            attr = await self.getattr(node.ino)
+        else:
+            path = self._child_path(parent, name)
+            found = await self._resolve(path)
+            if found is None:
+                raise FsError(errno.ENOENT)
+            attr = found
+            node = self.inodes.node_for(path, attr.kind)
+            if not self._is_local(node):
+                node.attr = attr
+        self.inodes.ref(node)
+        return node.ino, attr
+
+    def forget(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """The kernel dropped references; never raises."""
+        for ino, count in pairs:
+            try:
+                self.inodes.forget(ino, count)
+            except Exception:
+                log.exception("forget(%d, %d) failed", ino, count)
+
+    async def getattr(self, ino: int) -> Attr:
+        """Attributes of an inode; ENOENT once its entry is gone from the bucket."""
+        node = self.inodes.get(ino)
+        if ino == ROOT_INODE:
+            return self.root_attr
+        if self._is_local(node):
+            return self._local_attr(node)
+        attr = await self._resolve(node.path)
+        if node.unlinked or self._is_local(node):  # changed while we awaited
+            return self._local_attr(node)
+        if attr is None or attr.kind is not node.kind:
+            if node.open_count > 0 and node.attr is not None:
+                return self._local_attr(node)  # an open file deleted behind our back
+            raise FsError(errno.ENOENT)
+        node.attr = attr
+        if node.buffer is not None and node.kind is Kind.FILE:
+            return attr.with_changes(size=node.buffer.size)
+        return attr
+
+    # -- directories ----------------------------------------------------------------------------
+
+    async def _list_dir(self, path: str) -> Listing:
+        """Entries of directory ``path`` from the bucket (every page) or the cache."""
+        cached = self.cache.listing(path)
+        if cached is not None:
+            return cached
+        prefix = self.keys.dir_prefix(path)
+        dirs: Listing = {}
+        files: Listing = {}
+        complete = self.options.nometa
+        implicit = implicit_dir(self.defaults, self.mount_time).with_changes(complete=complete)
+        async with contextlib.aclosing(self.store.iter_pages(prefix, "/")) as pages:
+            async for page in pages:
+                for obj in page.objects:
+                    name = obj.key[len(prefix) :]
+                    if name == "":
+                        continue  # the directory's own marker
+                    if not valid_name(name):
+                        self._skip_key(obj.key)
+                        continue
+                    files[name] = attr_from_object(
+                        is_dir=False,
+                        size=obj.size,
+                        last_modified_ns=obj.last_modified_ns,
+                        etag=obj.etag,
+                        metadata={} if complete else None,
+                        defaults=self.defaults,
+                    )
+                for common in page.prefixes:
+                    name = common[len(prefix) :].removesuffix("/")
+                    if not valid_name(name):
+                        self._skip_key(common)
+                        continue
+                    dirs[name] = implicit
+        listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
+        self.cache.store_listing(path, listing)
+        return listing
+
+    async def _snapshot(self, node: Node) -> list[tuple[str, Attr]]:
+        """The sorted entries of a directory, local nodes merged in."""
+        listing = dict(await self._list_dir(node.path))
+        for child in self.inodes.local_children(node.path):
+            listing[name_of(child.path)] = self._local_attr(child)
+        here = self.root_attr if node.ino == ROOT_INODE else node.attr or self._blank(Kind.DIR)
+        dots = [(".", here.with_changes(complete=True)), ("..", here.with_changes(complete=True))]
+        return dots + sorted(listing.items())
+
+    async def _complete_attrs(self, directory: str, batch: list[tuple[str, Attr]]) -> None:
+        """Replace listing-grade attributes in ``batch`` by HEADed ones, concurrently."""
+
+        async def complete(index: int, name: str, attr: Attr) -> None:
+            path = join(directory, name)
+            try:
+                known = self.cache.attr(path)
+                if known is not None and known.complete and known.etag == attr.etag:
+                    batch[index] = (name, known)
+                    return
+                if attr.kind is Kind.DIR:
+                    new = await self._head_dir(path)
+                else:
+                    info = await self._head(self.keys.file_key(path))
+                    if info is None:
+                        return  # deleted since the listing: keep what the listing said
+                    new = self._attr_from_info(info, is_dir=False)
+                self.cache.store_attr(path, new)
+                batch[index] = (name, new)
+            except Exception as exc:
+                log.warning("HEAD of %r failed, listing attributes used: %s", path, exc)
+
+        async with trio.open_nursery() as nursery:
+            for index, (name, attr) in enumerate(batch):
+                if not attr.complete and not self.options.nometa:
+                    nursery.start_soon(complete, index, name, attr)
+
+    async def opendir(self, ino: int) -> int:
+        """Open a directory; its snapshot is taken by the first readdir."""
+        self._dir_node(ino)
+        fh = self._new_fh()
+        self.dirs[fh] = DirHandle(ino)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, emit: Emit) -> None:
+        """Report entries from offset ``start_id`` until ``emit`` refuses one; every entry
+        the kernel accepts takes one lookup reference (readdirplus)."""
+        handle = self.dirs.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        node = self._dir_node(handle.ino)
+        if start_id == 0 or handle.snapshot is None:
+            handle.snapshot = await self._snapshot(node)
+        entries = handle.snapshot
+        index = start_id
+        while index < len(entries):
+            batch = entries[index : index + READDIR_BATCH]
+            await self._complete_attrs(node.path, batch)
+            entries[index : index + len(batch)] = batch
+            for offset, (name, attr) in enumerate(batch):
+                if name in (".", ".."):  # reported without taking a reference
+                    dot = node if name == "." else self._parent_node(node)
+                    if not emit(name.encode(), dot.ino, attr, index + offset + 1):
+                        return
+                    continue
+                path = join(node.path, name)
+                child = self.inodes.node_for(path, attr.kind)
+                if self._is_local(child):
+                    shown = self._local_attr(child)
+                else:
+                    shown = attr
+                    child.attr = attr
+                if not emit(encode_name(name), child.ino, shown, index + offset + 1):
+                    self.inodes.maybe_drop(child)
+                    return
+                self.inodes.ref(child)
+            index += len(batch)
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def mkdir(
+        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        """A directory: its marker object ``path/`` carries mode, owner and mtime."""
+        self._check_writable()
+        parent = self._dir_node(parent_ino)
+        path = self._child_path(parent, name, creating=True)
+        if await self._resolve(path) is not None:
+            raise FsError(errno.EEXIST)
+        attr = Attr(Kind.DIR, stat.S_IMODE(mode) | stat.S_IFDIR, uid, gid, 0, self._now())
+        result = await self.store.put(
+            self.keys.dir_prefix(path), b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE
+        )
+        attr = attr.with_changes(etag=result.etag)
+        node = self.inodes.node_for(path, Kind.DIR)
+        node.attr = attr
+        self.inodes.ref(node)
+        self.cache.note_exists(path, attr)
+        self.cache.store_listing(path, {})
+        return node.ino, attr
+
+    async def _ensure_empty(self, path: str) -> None:
+        """ENOTEMPTY when anything is under directory ``path``: local or in the bucket."""
+        if self.inodes.local_under(path):
+            raise FsError(errno.ENOTEMPTY)
+        marker = self.keys.dir_prefix(path)
+        page = await self.store.list_page(marker, None, 2)
+        if any(obj.key != marker for obj in page.objects) or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+
+    async def rmdir(self, parent_ino: int, name: bytes) -> None:
+        """Remove an empty directory (its marker; an implicit one has nothing to delete)."""
+        self._check_writable()
+        parent = self._dir_node(parent_ino)
+        path = self._child_path(parent, name)
+        attr = await self._resolve(path)
+        if attr is None:
+            raise FsError(errno.ENOENT)
+        if attr.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        await self._ensure_empty(path)
+        await self.store.delete(self.keys.dir_prefix(path))
+        self._detach_tree(path)
+        self.cache.note_removed(path)
+
+    def _detach_tree(self, path: str) -> None:
+        for p, n in list(self.inodes.by_path.items()):
+            if p == path or is_under(p, path):
+                self.inodes.detach(n)
+
+    # -- symlinks --------------------------------------------------------------------------------
+
+    async def symlink(
+        self, parent_ino: int, name: bytes, target: bytes, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        """A symlink as s3fs-fuse makes it: the body is the target, the mode has S_IFLNK."""
+        self._check_writable()
+        parent = self._dir_node(parent_ino)
+        path = self._child_path(parent, name, creating=True)
+        if await self._resolve(path) is not None:
+            raise FsError(errno.EEXIST)
+        attr = Attr(Kind.SYMLINK, 0o777 | stat.S_IFLNK, uid, gid, len(target), self._now())
+        result = await self.store.put(self.keys.file_key(path), target, metadata_of(attr))
+        attr = attr.with_changes(etag=result.etag)
+        node = self.inodes.node_for(path, Kind.SYMLINK)
+        node.attr = attr
+        node.link_target = (attr.etag, target)
+        self.inodes.ref(node)
+        self.cache.note_exists(path, attr)
+        return node.ino, attr
+
+    async def readlink(self, ino: int) -> bytes:
+        """A symlink's target: its object's body (cached per ETag)."""
+        node = self.inodes.get(ino)
+        if node.kind is not Kind.SYMLINK:
+            raise FsError(errno.EINVAL)
+        etag = node.attr.etag if node.attr else ""
+        if node.link_target is not None and node.link_target[0] == etag:
+            return node.link_target[1]
+        target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
+        node.link_target = (etag, target)
+        return target
+
+    async def link(self, ino: int, parent_ino: int, name: bytes) -> tuple[int, Attr]:
+        """Hard links cannot exist in a bucket."""
+        raise FsError(errno.EPERM)
+
+    # -- files: open, create, read, write ------------------------------------------------------
+
+    def _open_handle(self, node: Node, flags: int) -> int:
+        fh = self._new_fh()
+        self.handles[fh] = Handle(node, flags)
+        node.open_count += 1
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        return handle
+
+    async def open(self, ino: int, flags: int) -> int:
+        """Open a file; nothing is fetched until the first read (O_TRUNC: empties it)."""
+        node = self.inodes.get(ino)
+        if node.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if writing or flags & os.O_TRUNC:
+            self._check_writable()
+        fh = self._open_handle(node, flags)
+        if flags & os.O_TRUNC and writing:
+            try:
+                async with node.lock:
+                    await self._truncate_locked(node, 0)
+            except BaseException:
+                await self.release(fh)
+                raise
+        return fh
+
+    async def create(
+        self, parent_ino: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[int, int, Attr]:
+        """Create and open a file: (handle, inode, attributes). Nothing is uploaded before the
+        first flush; until then the file lives in its buffer (a local node)."""
+        self._check_writable()
+        parent = self._dir_node(parent_ino)
+        path = self._child_path(parent, name, creating=True)
+        existing = await self._resolve(path)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            if existing.kind is Kind.DIR:
+                raise FsError(errno.EISDIR)
+            node = self.inodes.node_for(path, existing.kind)
+            if not self._is_local(node):
+                node.attr = existing
+            self.inodes.ref(node)
+            try:
+                fh = await self.open(node.ino, flags)
+            except BaseException:
+                self.inodes.forget(node.ino, 1)
+                raise
+            return fh, node.ino, await self.getattr(node.ino)
+        stale = self.inodes.find(path)
+        if stale is not None:  # deleted behind our back, maybe still open: leave it be
+            self.inodes.detach(stale)
+        buffer = await WriteBuffer.create(self.tmpdir)
+        perms = stat.S_IMODE(mode)
+        attr = Attr(Kind.FILE, perms | stat.S_IFREG, uid, gid, 0, self._now())
+        node = self.inodes.node_for(path, Kind.FILE)
+        node.attr = attr
+        node.buffer = buffer
+        node.pending = True
+        node.dirty = True
+        node.version += 1
+        node.content_type = _content_type(path)
+        node.extra_meta = {}
+        self.inodes.set_local(node, True)
+        self.inodes.ref(node)
+        self.cache.note_exists(path, attr)
+        fh = self._open_handle(node, flags)
+        return fh, node.ino, attr
+
+    async def _ensure_buffer(self, node: Node, *, need_data: bool) -> WriteBuffer:
+        """The node's buffer, created (and with ``need_data`` filled from the object) on first
+        use. Caller holds ``node.lock``."""
+        if node.buffer is not None:
+            return node.buffer
+        buffer = await WriteBuffer.create(self.tmpdir)
+        try:
+            key = self.keys.file_key(node.path)
+            info = await self.store.head(key) if not node.pending else None
+            if info is not None:
+                node.content_type = info.content_type or _content_type(node.path)
+                node.extra_meta = {
+                    k: v for k, v in (info.metadata or {}).items() if k not in OUR_META
+                }
+                if need_data:
+                    await buffer.fill(info.size, lambda s, e: self.store.get_range(key, s, e))
+            elif not node.pending and need_data and node.path_attached:
+                log.warning("%r vanished from the bucket: writing it anew", node.path)
+        except BaseException:
+            buffer.close()
+            raise
+        if node.buffer is not None:  # cannot happen under the lock; keep the first one
+            buffer.close()
+            return node.buffer
+        node.buffer = buffer
+        node.version += 1
+        return buffer
+
+    def _touch(self, node: Node) -> None:
+        """The node's content changed: dirty, local, new mtime, read-ahead invalid."""
+        node.dirty = True
+        node.version += 1
+        attr = node.attr or self._blank(node.kind)
+        node.attr = attr.with_changes(mtime_ns=self._now())
+        self.inodes.set_local(node, True)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` (fewer only at the end): from the buffer when the file
+        has one, else ranged GETs with a read-ahead window that grows while reads are
+        sequential and resets on a seek."""
+        handle = self._handle(fh)
+        node = handle.node
+        if node.buffer is not None:
+            return await node.buffer.pread(offset, size)
+        known = node.attr.size if node.attr is not None else None
+        if known is not None and offset >= known:
+            return b""
+        key = self.keys.file_key(node.path)
+
+        async def fetch(start: int, length: int) -> bytes:
+            return await self.store.get_range(key, start, start + length - 1)
+
+        data = await handle.readahead.read(offset, size, known, node.version, fetch)
+        if node.buffer is not None:  # a writer appeared meanwhile: its buffer is the truth
+            return await node.buffer.pread(offset, size)
+        return data
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        """Write into the inode's buffer (filled from the object first if it has old bytes)."""
+        handle = self._handle(fh)
+        node = handle.node
+        async with node.lock:
+            buffer = await self._ensure_buffer(node, need_data=True)
+            await buffer.pwrite(offset, data)
+            self._touch(node)
+        return len(data)
+
+    async def _truncate_locked(self, node: Node, size: int) -> None:
+        buffer = await self._ensure_buffer(node, need_data=size > 0)
+        await buffer.truncate(size)
+        self._touch(node)
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    async def _save(self, node: Node) -> None:
+        """Upload the node's buffer if dirty; FsError(EIO) (logged with the path) on failure."""
+        async with node.lock:
+            await self._save_locked(node)
+
+    async def _save_locked(self, node: Node) -> None:
+        if not node.dirty or node.unlinked or node.buffer is None:
+            return
+        attr = self._local_attr(node)
+        path = node.path
+        try:
+            source = await node.buffer.upload_source()
+            result = await self.store.put(
+                self.keys.file_key(path),
+                source,
+                metadata_of(attr, node.extra_meta),
+                node.content_type or _content_type(path),
+            )
+        except Exception as exc:
+            log.error("upload of %r failed: %s", path, exc)
+            raise FsError(errno.EIO, f"upload of {path} failed") from exc
+        if node.unlinked or node.path != path:
+            # unlinked or renamed while uploading: the rename/unlink handled the keys
+            return
+        attr = attr.with_changes(etag=result.etag, complete=True)
+        node.attr = attr
+        node.dirty = False
+        node.pending = False
+        self.inodes.set_local(node, False)
+        self.cache.note_exists(path, attr)
+
+    async def flush(self, fh: int) -> None:
+        """close(): upload unsaved writes; the error, if any, is close()'s."""
+        await self._save(self._handle(fh).node)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """fsync(): same as flush."""
+        await self._save(self._handle(fh).node)
+
+    async def release(self, fh: int) -> None:
+        """The last close of a handle: save if still dirty (errors are only logged: the
+        kernel discards them), free the buffer with the last handle."""
+        handle = self.handles.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        node.open_count -= 1
+        try:
+            await self._save(node)
+        except FsError:
+            pass  # logged by _save; the data stays in the buffer for flush_all
+        finally:
+            if node.open_count <= 0 and not (node.dirty and node.path_attached):
+                if node.buffer is not None:
+                    node.buffer.close()
+                    node.buffer = None
+                node.version += 1
+            self.inodes.maybe_drop(node)
+
+    async def flush_all(self) -> int:
+        """Upload every dirty file (unmount, termination); returns how many failed."""
+        failed = 0
+        for node in self.inodes.all_nodes():
+            if node.dirty and node.path_attached:
+                try:
+                    await self._save(node)
+                except Exception:
+                    failed += 1
+        return failed
+
+    # -- attributes --------------------------------------------------------------------------------
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime_ns: int | None = None,
+        fh: int | None = None,
+    ) -> Attr:
+        """truncate, chmod, chown, utimens. Metadata changes of a saved object are a copy in
+        place (REPLACE, content type kept); of a local one, they ride on its next upload."""
+        self._check_writable()
+        node = self.inodes.get(ino)
+        if size is not None:
+            if node.kind is not Kind.FILE:
+                raise FsError(errno.EISDIR if node.kind is Kind.DIR else errno.EINVAL)
+            async with node.lock:
+                await self._truncate_locked(node, size)
+                if node.open_count == 0:  # truncate(2) of a closed file: save it now
+                    await self._save_locked(node)
+                    if not node.dirty and node.buffer is not None:
+                        node.buffer.close()
+                        node.buffer = None
+                        node.version += 1
+        changes: dict[str, object] = {}
+        if mode is not None:
+            changes["mode"] = mode
+        if uid is not None:
+            changes["uid"] = uid
+        if gid is not None:
+            changes["gid"] = gid
+        if mtime_ns is not None:
+            changes["mtime_ns"] = truncate_to_seconds(mtime_ns)
+        if not changes:
+            return await self.getattr(ino)
+        current = await self.getattr(ino)
+        new = current.with_changes(**changes)
+        if ino == ROOT_INODE:
+            if self.keys.prefix:
+                await self._write_dir_meta("", new)
+            self.root_attr = new
+            self.inodes.root.attr = new
+            return new
+        async with node.lock:
+            if self._is_local(node):
+                node.attr = new
+                return self._local_attr(node)
+            if node.kind is Kind.DIR:
+                new = await self._write_dir_meta(node.path, new)
+            else:
+                new = await self._write_file_meta(node.path, new)
+            node.attr = new
+            if node.path_attached:
+                self.cache.note_exists(node.path, new)
+        return new
+
+    async def _write_file_meta(self, path: str, attr: Attr) -> Attr:
+        key = self.keys.file_key(path)
+        info = await self.store.head(key)
+        if info is None:
+            raise FsError(errno.ENOENT)
+        keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+        result = await self.store.copy(
+            key, key, metadata_of(attr, keep), info.content_type or _content_type(path)
+        )
+        return attr.with_changes(etag=result.etag or info.etag, complete=True)
+
+    async def _write_dir_meta(self, path: str, attr: Attr) -> Attr:
+        marker = self.keys.dir_prefix(path)
+        info = await self.store.head(marker)
+        if info is None:  # implicit: make it explicit, with the metadata
+            result = await self.store.put(marker, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
+        else:
+            keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+            result = await self.store.copy(
+                marker, marker, metadata_of(attr, keep), info.content_type or DIRECTORY_CONTENT_TYPE
+            )
+        return attr.with_changes(etag=result.etag, complete=True)
+
+    # -- unlink, rename ---------------------------------------------------------------------------
+
+    async def _keep_readable(self, node: Node) -> None:
+        """An open file about to lose its object: pull its content into the buffer first, so
+        its handles can still read it. Caller holds ``node.lock``."""
+        if node.open_count > 0 and node.buffer is None and not node.pending:
+            await self._ensure_buffer(node, need_data=True)
+
+    async def unlink(self, parent_ino: int, name: bytes) -> None:
+        """Delete a file or symlink; open handles keep working on the buffer until closed."""
+        self._check_writable()
+        parent = self._dir_node(parent_ino)
+        path = self._child_path(parent, name)
+        attr = await self._resolve(path)
+        if attr is None:
+            raise FsError(errno.ENOENT)
+        if attr.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        node = self.inodes.find(path)
+        async with _locked(node):
+            if node is not None:
+                await self._keep_readable(node)
+            if node is None or not node.pending:
+                await self.store.delete(self.keys.file_key(path))
+            if node is not None:
+                node.dirty = False
+                self.inodes.detach(node)
+        self.cache.note_removed(path)
+
+    async def rename(
+        self,
+        parent_old: int,
+        name_old: bytes,
+        parent_new: int,
+        name_new: bytes,
+        flags: int = 0,
+    ) -> None:
+        """Rename a file (copy keeping metadata, then delete) or a directory (every key under
+        it). RENAME_NOREPLACE is honoured; RENAME_EXCHANGE is EINVAL. Not atomic."""
+        self._check_writable()
+        if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        old_dir = self._dir_node(parent_old)
+        new_dir = self._dir_node(parent_new)
+        old = self._child_path(old_dir, name_old)
+        new = self._child_path(new_dir, name_new, creating=True)
+        if old == new:
+            return
+        src = await self._resolve(old)
+        if src is None:
+            raise FsError(errno.ENOENT)
+        if src.kind is Kind.DIR and is_under(new, old):
+            raise FsError(errno.EINVAL, "cannot move a directory into itself")
+        dst = await self._resolve(new)
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST)
+            if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
+                raise FsError(errno.ENOTDIR)
+            if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
+                raise FsError(errno.EISDIR)
+            if dst.kind is Kind.DIR:
+                await self._ensure_empty(new)
+        if src.kind is Kind.DIR:
+            await self._rename_dir(old, new, src)
+        else:
+            await self._rename_file(old, new, src)
+
+    async def _replace_target(self, new: str) -> None:
+        """Whatever node sits at ``new`` is about to be replaced: keep it readable, detach."""
+        target = self.inodes.find(new)
+        if target is None:
+            return
+        async with target.lock:
+            await self._keep_readable(target)
+            target.dirty = False
+            self.inodes.detach(target)
+
+    async def _rename_file(self, old: str, new: str, attr: Attr) -> None:
+        old_key, new_key = self.keys.file_key(old), self.keys.file_key(new)
+        node = self.inodes.find(old)
+        async with _locked(node):
+            await self._replace_target(new)
+            if node is not None and node.dirty and node.buffer is not None:
+                source = await node.buffer.upload_source()
+                result = await self.store.put(
+                    new_key,
+                    source,
+                    metadata_of(self._local_attr(node), node.extra_meta),
+                    node.content_type or _content_type(new),
+                )
+                if not node.pending:
+                    await self.store.delete(old_key)
+                node.dirty = False
+                node.pending = False
+                self.inodes.set_local(node, False)
+                attr = self._local_attr(node).with_changes(etag=result.etag, complete=True)
+                node.attr = attr
+            else:
+                await self.store.copy(old_key, new_key)
+                await self.store.delete(old_key)
+            self.inodes.move(old, new)
+        self.cache.note_removed(old)
+        self.cache.forget_tree(new)
+        self.cache.note_exists(new, attr)
+
+    async def _rename_dir(self, old: str, new: str, attr: Attr) -> None:
+        old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
+        local = sorted(self.inodes.local_under(old), key=lambda n: n.ino)
+        async with contextlib.AsyncExitStack() as stack:
+            for n in local:  # no upload of a file inside may run during the move
+                await stack.enter_async_context(n.lock)
+            keys: list[str] = []
+            async with contextlib.aclosing(self.store.iter_pages(old_prefix)) as pages:
+                async for page in pages:
+                    keys.extend(obj.key for obj in page.objects)
+
+            async def copy_one(key: str) -> None:
+                async with self.limiter:
+                    await self.store.copy(key, new_prefix + key[len(old_prefix) :])
+
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(copy_one, key)
+            if not keys:  # only local content (or none): the new directory needs a marker
+                await self.store.put(new_prefix, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
+            failed = await self.store.delete_many(keys)
+            if failed:
+                log.error("rename %r → %r: could not delete %d old keys", old, new, len(failed))
+            self._detach_tree(new)
+            self.inodes.move(old, new)
+        self.cache.note_removed(old)
+        self.cache.forget_tree(new)
+        self.cache.note_exists(new, attr)
+        if failed:
+            raise FsError(errno.EIO, "old keys left behind")
+
+    # -- misc ------------------------------------------------------------------------------------
+
+    def statfs(self) -> StatFs:
+        return StatFs()
+
+    async def mknod(
+        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        """Regular files only (an empty object); devices, FIFOs and sockets cannot be stored."""
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM)
+        fh, ino, _ = await self.create(parent_ino, name, mode, os.O_WRONLY | os.O_EXCL, uid, gid)
+        try:
+            await self.flush(fh)
+        finally:
+            await self.release(fh)
+        return ino, await self.getattr(ino)
+
+    def timeouts(self) -> tuple[float, float]:
+        """(entry_timeout, attr_timeout) for the kernel: the listing and stat TTLs."""
+        return self.options.dir_ttl, self.options.stat_ttl
+
+    async def destroy(self) -> None:
+        """Close every buffer (after flush_all)."""
+        for node in self.inodes.all_nodes():
+            if node.buffer is not None:
+                node.buffer.close()
+                node.buffer = None

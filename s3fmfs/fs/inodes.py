@@ -1,0 +1,179 @@
+"""The inode table: inode numbers ↔ paths, lookup counts, open counts.
+
+Invariants:
+- Inode numbers come from a counter that only grows: a number is never given to two nodes
+  during the mount's life, whatever is forgotten or deleted. The root is ``ROOT_INODE``.
+- At most one node is *attached* to a path (``by_path``); a node unlinked or replaced is
+  *detached* (``path_attached`` False) but lives on, under its number, while the kernel still
+  holds lookups on it or a handle is open on it.
+- ``nlookup`` counts the kernel's references (lookup, create, mkdir, symlink, and readdirplus
+  entries it accepted) and only ``forget`` lowers it. A node is dropped from the table once
+  it has no lookups, no open handle and no unsaved data (``droppable``); the root never is.
+- ``local`` holds the nodes whose truth is here rather than in the bucket: created and not
+  uploaded yet, or holding unsaved writes. Listings merge them in.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from .attrs import Attr, Kind
+from .errno_map import FsError
+from .keys import is_under, parent_of
+from .writebuf import WriteBuffer
+
+log = logging.getLogger("s3fmfs.fs")
+
+ROOT_INODE = 1
+
+
+@dataclass(eq=False)
+class Node:
+    """One inode. ``attr`` is the last known attributes; authoritative while ``local``.
+
+    Concurrency: ``lock`` serialises everything that touches ``buffer`` or uploads (writes,
+    truncation, filling, upload); reads of a filled buffer need no lock.
+    """
+
+    ino: int
+    path: str
+    kind: Kind
+    attr: Attr | None = None
+    nlookup: int = 0
+    open_count: int = 0
+    path_attached: bool = True
+    buffer: WriteBuffer | None = None
+    dirty: bool = False
+    pending: bool = False  # created here; no object in the bucket yet
+    version: int = 0  # bumped on every local change of content (invalidates read-ahead)
+    content_type: str = ""  # of the object, kept by uploads
+    extra_meta: dict[str, str] = field(default_factory=dict)  # others' user metadata, kept
+    link_target: tuple[str, bytes] | None = None  # (ETag, target) of a symlink
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def unlinked(self) -> bool:
+        """Removed from the namespace while still referenced."""
+        return not self.path_attached
+
+    @property
+    def droppable(self) -> bool:
+        return (
+            self.ino != ROOT_INODE
+            and self.nlookup <= 0
+            and self.open_count <= 0
+            and not (self.dirty and self.path_attached)
+        )
+
+
+class InodeTable:
+    """Nodes by number and by path."""
+
+    def __init__(self, root_attr: Attr) -> None:
+        root = Node(ROOT_INODE, "", Kind.DIR, attr=root_attr, nlookup=1)
+        self.by_ino: dict[int, Node] = {ROOT_INODE: root}
+        self.by_path: dict[str, Node] = {"": root}
+        self.local: dict[int, Node] = {}
+        self._next = ROOT_INODE + 1
+
+    @property
+    def root(self) -> Node:
+        return self.by_ino[ROOT_INODE]
+
+    def get(self, ino: int) -> Node:
+        """The node of ``ino``; ENOENT when the kernel names one we do not know (stale)."""
+        node = self.by_ino.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT, f"unknown inode {ino}")
+        return node
+
+    def find(self, path: str) -> Node | None:
+        """The node attached to ``path``, if any."""
+        return self.by_path.get(path)
+
+    def node_for(self, path: str, kind: Kind) -> Node:
+        """The node attached to ``path`` when it is of ``kind``; otherwise a new node (the old
+        one, if any, is detached: the entry changed type behind our back)."""
+        node = self.by_path.get(path)
+        if node is not None:
+            if node.kind is kind:
+                return node
+            self.detach(node)
+        node = Node(self._next, path, kind)
+        self._next += 1
+        self.by_ino[node.ino] = node
+        self.by_path[path] = node
+        return node
+
+    def ref(self, node: Node, count: int = 1) -> None:
+        """The kernel took ``count`` more references."""
+        node.nlookup += count
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped ``count`` references (never raises for unknown numbers)."""
+        node = self.by_ino.get(ino)
+        if node is None:
+            log.debug("forget of unknown inode %d", ino)
+            return
+        node.nlookup -= count
+        if node.nlookup < 0:
+            log.debug("inode %d: lookup count below zero (%d)", ino, node.nlookup)
+            node.nlookup = 0
+        self.maybe_drop(node)
+
+    def maybe_drop(self, node: Node) -> None:
+        """Remove ``node`` from the table when nothing refers to it any more."""
+        if not node.droppable:
+            return
+        self.by_ino.pop(node.ino, None)
+        self.local.pop(node.ino, None)
+        if node.path_attached and self.by_path.get(node.path) is node:
+            del self.by_path[node.path]
+        node.path_attached = False
+        if node.buffer is not None:
+            node.buffer.close()
+            node.buffer = None
+
+    def detach(self, node: Node) -> None:
+        """Take ``node`` out of the namespace (unlink, replaced by rename, type changed)."""
+        if node.ino == ROOT_INODE:
+            return
+        if node.path_attached and self.by_path.get(node.path) is node:
+            del self.by_path[node.path]
+        node.path_attached = False
+        node.pending = False
+        self.local.pop(node.ino, None)
+        self.maybe_drop(node)
+
+    def move(self, old: str, new: str) -> None:
+        """Rename ``old`` (and everything under it) to ``new``; ``new`` must be free."""
+        moving = [(p, n) for p, n in self.by_path.items() if p == old or is_under(p, old)]
+        for p, _ in moving:
+            del self.by_path[p]
+        for p, node in moving:
+            node.path = new + p[len(old) :]
+            self.by_path[node.path] = node
+
+    def set_local(self, node: Node, local: bool) -> None:
+        """Mark whether ``node``'s truth is here (pending or unsaved) rather than the bucket."""
+        if local and node.path_attached:
+            self.local[node.ino] = node
+        else:
+            self.local.pop(node.ino, None)
+
+    def local_children(self, directory: str) -> list[Node]:
+        """Local nodes directly inside ``directory``."""
+        return [
+            n for n in self.local.values() if n.path_attached and parent_of(n.path) == directory
+        ]
+
+    def local_under(self, directory: str) -> list[Node]:
+        """Local nodes at any depth inside ``directory``."""
+        return [n for n in self.local.values() if n.path_attached and is_under(n.path, directory)]
+
+    def all_nodes(self) -> list[Node]:
+        return list(self.by_ino.values())

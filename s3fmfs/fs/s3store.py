@@ -1,0 +1,220 @@
+"""``S3Store``: the ``ObjectStore`` interface over the signed client (``S3fmAuthConnection``).
+
+Invariants:
+- This is the only module of ``s3fmfs.fs`` that calls the client; it adds no retries of its
+  own (the client's policy covers every idempotent request).
+- Files above ``multipart_threshold`` are uploaded as a multipart upload, aborted on failure.
+- Results are converted to ``store`` dataclasses here; client exceptions pass through, except
+  the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import IO, Any
+
+import trio
+
+from ..client import (
+    InvalidRange,
+    ListPage,
+    NoSuchKey,
+    S3fmAuthConnection,
+    S3Object,
+)
+from .attrs import parse_s3_time
+from .store import ListingPage, ObjectInfo, PutBody, PutResult
+
+log = logging.getLogger("s3fmfs.fs")
+
+#: Files above this go up in parts (a single PUT stops at 5 GiB, and a failed part is
+#: cheaper to retry than a whole file).
+MULTIPART_THRESHOLD = 64 << 20
+PART_SIZE = 16 << 20
+MAX_PARTS = 10_000
+
+
+def _remaining(body: IO[bytes]) -> int:
+    """Bytes from the file's position to its end."""
+    here = body.tell()
+    return os.fstat(body.fileno()).st_size - here
+
+
+def _page(page: ListPage) -> ListingPage:
+    """The store's page (the client has already decoded URL-encoded names)."""
+    return ListingPage(
+        objects=[
+            ObjectInfo(
+                key=e.key,
+                size=e.size,
+                etag=e.etag,
+                last_modified_ns=parse_s3_time(e.last_modified),
+            )
+            for e in page.entries
+        ],
+        prefixes=[p.prefix for p in page.common_prefixes],
+        truncated=page.is_truncated,
+    )
+
+
+async def _as_bytes(data: Any) -> bytes:
+    """A GET body: bytes, or a spooled temporary file (read and closed in a thread)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+
+    def read() -> bytes:
+        try:
+            return bytes(data.read())
+        finally:
+            data.close()
+
+    return await trio.to_thread.run_sync(read)
+
+
+class S3Store:
+    """One bucket through one connection."""
+
+    def __init__(
+        self,
+        conn: S3fmAuthConnection,
+        bucket: str,
+        *,
+        page_size: int = 1000,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self.conn = conn
+        self.bucket = bucket
+        self.page_size = page_size
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+
+    async def check_bucket(self) -> None:
+        """Raise (NoSuchBucket, AccessDenied, a transport error) unless the bucket answers."""
+        await self.conn.check_bucket_exists(self.bucket)
+
+    async def list_page(
+        self, prefix: str, delimiter: str | None = None, max_keys: int = 1000
+    ) -> ListingPage:
+        pages = self.conn.list_pages(self.bucket, prefix, delimiter, page_size=max_keys)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                return _page(page)
+        return ListingPage()
+
+    async def iter_pages(
+        self, prefix: str, delimiter: str | None = None
+    ) -> AsyncGenerator[ListingPage, None]:
+        pages = self.conn.list_pages(self.bucket, prefix, delimiter, page_size=self.page_size)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                yield _page(page)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = await self.conn.head(self.bucket, key)
+        except NoSuchKey:
+            return None
+        return ObjectInfo(
+            key=key,
+            size=resp.content_length,
+            etag=resp.etag,
+            last_modified_ns=parse_s3_time(resp.last_modified),
+            metadata=resp.metadata,
+            content_type=resp.content_type,
+        )
+
+    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
+        if end is not None and end < start:
+            return b""
+        byte_range = None if start == 0 and end is None else (start, end)
+        try:
+            resp = await self.conn.get(self.bucket, key, byte_range=byte_range)
+        except InvalidRange:
+            return b""
+        data = await _as_bytes(resp.object.data)
+        if byte_range is not None and resp.status == 200:
+            # the service ignored Range and sent everything: cut the part asked for
+            data = data[start : None if end is None else end + 1]
+        return data
+
+    async def put(
+        self,
+        key: str,
+        body: PutBody,
+        metadata: Mapping[str, str],
+        content_type: str | None = None,
+    ) -> PutResult:
+        headers = {"content-type": content_type} if content_type else None
+        if not isinstance(body, bytes):
+            size = await trio.to_thread.run_sync(_remaining, body)
+            if size > self.multipart_threshold:
+                return await self._put_multipart(key, body, size, metadata, headers)
+        resp = await self.conn.put(self.bucket, key, S3Object(body, dict(metadata)), headers)
+        return PutResult(etag=resp.etag)
+
+    async def _put_multipart(
+        self,
+        key: str,
+        body: IO[bytes],
+        size: int,
+        metadata: Mapping[str, str],
+        headers: Mapping[str, str] | None,
+    ) -> PutResult:
+        """Upload a big file in parts, one after another (they share the file's position);
+        each part is retried by the client on its own; any failure aborts the upload."""
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        start = await trio.to_thread.run_sync(body.tell)
+        upload_id = await self.conn.create_multipart_upload(
+            self.bucket, key, headers, metadata=metadata
+        )
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, size, part_size), 1):
+                await trio.to_thread.run_sync(body.seek, start + offset)
+                parts.append(
+                    await self.conn.upload_part(
+                        self.bucket,
+                        key,
+                        upload_id,
+                        number,
+                        body,
+                        content_length=min(part_size, size - offset),
+                    )
+                )
+            resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, parts)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.conn.abort_multipart_upload(self.bucket, key, upload_id)
+                except Exception as exc:
+                    log.warning("could not abort upload %s of %r: %s", upload_id, key, exc)
+            raise
+        return PutResult(etag=resp.etag)
+
+    async def copy(
+        self,
+        src: str,
+        dst: str,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> PutResult:
+        headers = {"content-type": content_type} if content_type and metadata is not None else None
+        resp = await self.conn.copy(
+            self.bucket, src, self.bucket, dst, metadata=metadata, headers=headers
+        )
+        return PutResult(etag=resp.etag)
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(NoSuchKey):  # some services answer 404 where S3 says 204
+            await self.conn.delete(self.bucket, key)
+
+    async def delete_many(self, keys: Iterable[str]) -> list[str]:
+        wanted = list(keys)
+        if not wanted:
+            return []
+        resp = await self.conn.delete_objects(self.bucket, wanted)
+        return [e.key for e in resp.errors if e.code != "NoSuchKey"]

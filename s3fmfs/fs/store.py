@@ -1,0 +1,103 @@
+"""The narrow object-store interface the filesystem core talks to, with dataclass results.
+
+Invariants:
+- Keys are full object keys (mount prefix included); the store knows its bucket.
+- ``head`` answers None for a missing key; every other failure (and a missing key for the
+  other operations) raises the client's exceptions (``s3fmfs.client.errors``), which
+  ``errno_map.to_errno`` translates. Implementations never raise httpx errors.
+- ``get_range`` answers ``b""`` for a range starting at or past the end of the object.
+- ``iter_pages`` yields every page of a listing, in key order; close it (``aclosing``) when
+  stopping early.
+- ``copy`` with ``metadata=None`` keeps the source's metadata (COPY); with a mapping it
+  replaces it (REPLACE), and ``content_type`` is kept only if given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+#: What ``put`` uploads: bytes, or a binary file read from its current position to its end.
+PutBody = bytes | IO[bytes]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object: from a listing (``metadata`` None) or a HEAD (``metadata`` known)."""
+
+    key: str
+    size: int
+    etag: str = ""
+    last_modified_ns: int = 0
+    metadata: Mapping[str, str] | None = None
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing: objects, and with a delimiter the common prefixes (each ending
+    with the delimiter)."""
+
+    objects: list[ObjectInfo] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What a write (PUT or copy) returned."""
+
+    etag: str = ""
+
+
+class ObjectStore(Protocol):
+    """A bucket as the filesystem sees it."""
+
+    async def list_page(
+        self, prefix: str, delimiter: str | None = None, max_keys: int = 1000
+    ) -> ListingPage:
+        """The first page of a listing (existence and emptiness probes)."""
+        ...
+
+    def iter_pages(
+        self, prefix: str, delimiter: str | None = None
+    ) -> AsyncGenerator[ListingPage, None]:
+        """Every page of a listing."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """An object's size, ETag, LastModified, user metadata and content type."""
+        ...
+
+    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
+        """Bytes ``start..end`` (inclusive; None: to the end) of an object."""
+        ...
+
+    async def put(
+        self,
+        key: str,
+        body: PutBody,
+        metadata: Mapping[str, str],
+        content_type: str | None = None,
+    ) -> PutResult:
+        """Create or replace an object."""
+        ...
+
+    async def copy(
+        self,
+        src: str,
+        dst: str,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> PutResult:
+        """Server-side copy (``src == dst`` with metadata: change metadata in place)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete an object (no error if it does not exist)."""
+        ...
+
+    async def delete_many(self, keys: Iterable[str]) -> list[str]:
+        """Delete objects; returns the keys that could not be deleted."""
+        ...
