@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import mmap
 import os
 import random
 import shutil
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from tests.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
 from tests.servers import S3Server, unique_bucket
 
@@ -187,6 +190,24 @@ def test_cp_r_in_and_out(moto: S3Server, s3: Any, bucket: str, mnt: Path, tmp_pa
         assert sha(get(s3, bucket, f"tree/{rel}")) == sha(data), rel
     assert exists_in_s3(s3, bucket, "tree/empty dir/")
     assert exists_in_s3(s3, bucket, "tree/deep/er/empty too/")
+
+    # and through our own signed client, both ways
+    async def both_ways() -> None:
+        async with S3fmAuthConnection(
+            moto.access_key_id,
+            moto.secret_access_key,
+            False,
+            moto.host,
+            moto.port,
+            CallingFormat.PATH,
+        ) as conn:
+            for rel, data in files.items():
+                got = await conn.get(bucket, f"tree/{rel}", spool_size=len(data) + 1)
+                assert got.object.data == data, rel
+            await conn.put(bucket, "from client/ü b+c.bin", bytes(range(256)) * 99)
+
+    trio.run(both_ways)
+    assert (mnt / "from client" / "ü b+c.bin").read_bytes() == bytes(range(256)) * 99
 
 
 def test_tar_round_trip(mnt: Path, tmp_path: Path):
@@ -445,6 +466,15 @@ def test_objects_put_behind_show_up(moto: S3Server, s3: Any, bucket: str, tmp_pa
                 f.seek(at)
                 assert f.read(size) == big[at : at + size], (at, size)
         assert sha((mnt / "big.bin").read_bytes()) == sha(big)
+        # md5sum, cp and mmap read exactly the bytes the other client wrote
+        md5 = run("md5sum", mnt / "big.bin").split()[0]
+        assert md5 == hashlib.md5(big).hexdigest()
+        run("cp", mnt / "big.bin", tmp_path / "copied.bin")
+        assert (tmp_path / "copied.bin").read_bytes() == big
+        with open(mnt / "big.bin", "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            assert len(m) == len(big)
+            assert m[: 1 << 20] == big[: 1 << 20] and m[-4096:] == big[-4096:]
+            assert hashlib.sha256(m).hexdigest() == sha(big)
         assert os.listdir(mnt / "a") == ["b"]
         assert os.listdir(mnt / "a/b") == ["c"]
         assert os.listdir(mnt / "d") == []
