@@ -471,15 +471,20 @@ class FsCore:
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
 
-    async def mkdir(
-        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
-    ) -> tuple[int, Attr]:
-        """A directory: its marker object ``path/`` carries mode, owner and mtime."""
+    async def _new_name(self, parent_ino: int, name: bytes) -> str:
+        """The path of a name about to be created (EEXIST if it is taken)."""
         self._check_writable()
         parent = self._dir_node(parent_ino)
         path = self._child_path(parent, name, creating=True)
         if await self._resolve(path) is not None:
             raise FsError(errno.EEXIST)
+        return path
+
+    async def mkdir(
+        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        """A directory: its marker object ``path/`` carries mode, owner and mtime."""
+        path = await self._new_name(parent_ino, name)
         attr = Attr(Kind.DIR, stat.S_IMODE(mode) | stat.S_IFDIR, uid, gid, 0, self._now())
         result = await self.store.put(
             self.keys.dir_prefix(path), b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE
@@ -527,11 +532,7 @@ class FsCore:
         self, parent_ino: int, name: bytes, target: bytes, uid: int, gid: int
     ) -> tuple[int, Attr]:
         """A symlink as s3fs-fuse makes it: the body is the target, the mode has S_IFLNK."""
-        self._check_writable()
-        parent = self._dir_node(parent_ino)
-        path = self._child_path(parent, name, creating=True)
-        if await self._resolve(path) is not None:
-            raise FsError(errno.EEXIST)
+        path = await self._new_name(parent_ino, name)
         attr = Attr(Kind.SYMLINK, 0o777 | stat.S_IFLNK, uid, gid, len(target), self._now())
         result = await self.store.put(self.keys.file_key(path), target, metadata_of(attr))
         attr = attr.with_changes(etag=result.etag)
