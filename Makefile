@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := tests/node
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd
 
-.PHONY: all apt venv npm deps check lint typecheck test demo install clean
+.PHONY: all apt venv npm deps check lint typecheck test demo install uninstall clean
 
 all: test
 
@@ -56,12 +56,32 @@ check: lint typecheck
 test: deps check
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-demo: deps
-	@echo "make demo: coming with the mounting issue (s3fmfs demo)."
+# A sample bucket on moto's S3 server (loopback), mounted on $(MOUNTPOINT) (default ./mnt) in
+# the foreground; Ctrl-C unmounts and stops the server. moto comes with the test extras; the
+# `demo` extra is installed here only when a venv was made without them.
+demo: venv
+	@$(PY) -c 'import moto.server' >/dev/null 2>&1 || $(PY) -m pip install -q -e '.[demo]'
+	$(VENV)/bin/s3fmfs demo $(or $(MOUNTPOINT),mnt)
+
+# Links to the venv's console scripts, where mount(8) finds them: it looks for mount.<type>
+# helpers in /sbin only (libmount searches /sbin:/sbin/fs.d:/sbin/fs, never $PATH) and runs them,
+# and mount.fuse3 the `s3fmfs` of type fuse.s3fmfs, with PATH=/usr/local/sbin:/usr/local/bin:
+# /usr/sbin:/usr/bin:/sbin:/bin, as systemd does. Idempotent; uninstall removes only our links.
+BINDIR ?= /usr/local/bin
+SBINDIR ?= /sbin
+INSTALL_LINKS := $(BINDIR)/s3fmfs $(SBINDIR)/mount.s3fmfs
 
 install: venv
-	install -m 0755 -d /usr/local/bin
-	ln -sf $(abspath $(VENV))/bin/s3fmfs /usr/local/bin/s3fmfs
+	@for f in $(INSTALL_LINKS); do test -x $(abspath $(VENV))/bin/$$(basename $$f) \
+	  || { echo "$(VENV)/bin/$$(basename $$f) missing: run make venv"; exit 1; }; done
+	install -m 0755 -d $(BINDIR) $(SBINDIR)
+	@for f in $(INSTALL_LINKS); do echo "$$f -> $(abspath $(VENV))/bin/$$(basename $$f)"; \
+	  ln -sfn $(abspath $(VENV))/bin/$$(basename $$f) $$f || exit 1; done
+
+uninstall:
+	@for f in $(INSTALL_LINKS); do \
+	  if [ "$$(readlink $$f)" = "$(abspath $(VENV))/bin/$$(basename $$f)" ]; then rm -f $$f && echo "removed $$f"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,24 +1,50 @@
 """The mount's lifecycle: connect, check the bucket, mount, serve, and stop cleanly.
 
 Invariants:
-- One order, always: connection → store → core → adapter → ``pyfuse3.init`` → ``main``.
+- One order, always: connection → bucket check → store → core → adapter → ``pyfuse3.init``
+  → ``main``.
+- The bucket check is one ListObjects request of one key (a GET: its error body names the
+  code, which a HEAD cannot) with a short retry budget, so a wrong secret, a missing bucket or an
+  unreachable endpoint is reported within seconds, as one line (:func:`describe_failure`).
+- The mount is announced (``Reporter.ready``, then ``READY=1`` to systemd) only once it is
+  live: ``os.path.ismount`` is true, which needs ``pyfuse3.main`` to answer the kernel.
 - SIGINT/SIGTERM call ``pyfuse3.terminate()`` (through trio's signal handling, on the trio
-  thread); when ``main`` returns for any reason, every dirty file is uploaded before
-  ``pyfuse3.close(unmount=True)``, shielded from cancellation.
-- Errors before mounting are one log line and exit status 1; a clean stop is 0, and 1 when
-  some file could not be uploaded at the end (each logged with its path).
+  thread); when ``main`` returns for any reason, ``STOPPING=1`` goes to systemd and every
+  dirty file is uploaded before ``pyfuse3.close(unmount=True)``, shielded from cancellation.
+  Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
+- Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
+  stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
+import os
 import signal
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyfuse3
 import trio
 
-from .client import CallingFormat, S3fmAuthConnection
+from .client import (
+    AccessDenied,
+    CallingFormat,
+    InvalidAccessKeyId,
+    NoSuchBucket,
+    RetryPolicy,
+    S3ConnectError,
+    S3fmAuthConnection,
+    S3fmError,
+    S3ResponseError,
+    S3TimeoutError,
+    S3TransportError,
+    SignatureDoesNotMatch,
+)
 from .fs.adapter import S3fmOperations
 from .fs.core import FsCore
 from .fs.options import MountOptions
@@ -26,8 +52,14 @@ from .fs.s3store import S3Store
 
 log = logging.getLogger("s3fmfs")
 
+#: The bucket check gives up after this (an unreachable endpoint is reported quickly).
+CHECK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, total_timeout=15.0)
+CHECK_CONNECT_TIMEOUT = 5.0
+#: How long the mount may take to answer its first ``stat`` before it is declared failed.
+READY_TIMEOUT = 30.0
 
-@dataclass
+
+@dataclass(repr=False)
 class MountConfig:
     """What a mount needs beyond its options."""
 
@@ -38,30 +70,140 @@ class MountConfig:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+    credentials_source: str = ""
+
+    def __repr__(self) -> str:  # never the secret
+        return (
+            f"MountConfig(bucket={self.bucket!r}, prefix={self.prefix!r}, "
+            f"mountpoint={self.mountpoint!r}, access_key_id={self.access_key_id!r})"
+        )
 
 
-def build_connection(config: MountConfig) -> S3fmAuthConnection:
-    """The signed client for the endpoint, addressing style and signature chosen."""
-    opts = config.options
+class Reporter(Protocol):
+    """Told once whether the mount came up (the daemon's parent waits for this).
+
+    ``failed`` is where a failure before the mount is live is said: once, one line.
+    """
+
+    def ready(self) -> None: ...
+
+    def failed(self, status: int, message: str) -> None: ...
+
+
+class StderrReporter:
+    """Foreground: failures are one line on stderr (not logged as well: that is stderr too)."""
+
+    def ready(self) -> None:
+        pass
+
+    def failed(self, status: int, message: str) -> None:
+        print(f"s3fmfs: {message}", file=sys.stderr, flush=True)
+
+
+class MountFailure(Exception):
+    """A failure before the mount is live; ``str()`` is one line for the user."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd ``state`` through ``s3fmfs.sdnotify`` when it exists; False otherwise."""
+    try:
+        module = importlib.import_module("s3fmfs.sdnotify")
+    except ImportError:
+        return False
+    notify = getattr(module, "notify", None)
+    if notify is None:
+        return False
+    try:
+        return bool(notify(state))
+    except OSError as exc:
+        log.warning("sd_notify %s: %s", state, exc)
+        return False
+
+
+def connection_for(
+    opts: MountOptions,
+    access_key_id: str,
+    secret_access_key: str,
+    session_token: str | None = None,
+    **kwargs: object,
+) -> S3fmAuthConnection:
+    """The signed client for the endpoint, addressing style and signature of ``opts``."""
     secure, host, port = opts.endpoint_parts
     calling = CallingFormat.PATH if opts.use_path_style else CallingFormat.SUBDOMAIN
     return S3fmAuthConnection(
-        config.access_key_id,
-        config.secret_access_key,
+        access_key_id,
+        secret_access_key,
         secure,
         host,
         port,
         calling,
         signature=opts.signature,
         region=opts.region,
-        session_token=config.session_token,
+        session_token=session_token,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
-def fuse_options(opts: MountOptions) -> set[str]:
-    """libfuse mount options: name and type for mtab/df, kernel permission checks."""
+def build_connection(config: MountConfig, **kwargs: object) -> S3fmAuthConnection:
+    """The signed client for the mount's endpoint, addressing style and signature."""
+    return connection_for(
+        config.options,
+        config.access_key_id,
+        config.secret_access_key,
+        config.session_token,
+        **kwargs,
+    )
+
+
+def describe_failure(exc: BaseException, bucket: str, endpoint: str, access_key_id: str) -> str:
+    """One line saying why the bucket cannot be used (never the secret)."""
+    if isinstance(exc, SignatureDoesNotMatch):
+        return (
+            f"wrong secret for access key {access_key_id!r} at {endpoint} "
+            "(SignatureDoesNotMatch): check the credentials"
+        )
+    if isinstance(exc, InvalidAccessKeyId):
+        return f"unknown access key {access_key_id!r} at {endpoint} (InvalidAccessKeyId)"
+    if isinstance(exc, NoSuchBucket):
+        return f"no such bucket {bucket!r} at {endpoint}"
+    if isinstance(exc, AccessDenied):
+        return f"access denied to bucket {bucket!r} at {endpoint} for key {access_key_id!r}"
+    if isinstance(exc, S3ConnectError | S3TimeoutError | S3TransportError):
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"cannot reach endpoint {endpoint}: {detail}"
+    if isinstance(exc, S3ResponseError):
+        return f"bucket {bucket!r} at {endpoint}: {exc.code} ({exc.status}): {exc.message}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"bucket {bucket!r} at {endpoint}: {type(exc).__name__}: {text}"
+
+
+async def check_bucket(config: MountConfig) -> None:
+    """List one key under the prefix; MountFailure (one line) when that fails."""
+    conn = build_connection(
+        config, retry=CHECK_RETRY, connect_timeout=CHECK_CONNECT_TIMEOUT, timeout=30.0
+    )
+    async with conn:
+        pages = conn.list_pages(config.bucket, config.prefix, "/", page_size=1)
+        try:
+            async with contextlib.aclosing(pages):
+                async for _ in pages:
+                    break
+        except (S3fmError, OSError) as exc:
+            raise MountFailure(
+                describe_failure(exc, config.bucket, config.options.endpoint, config.access_key_id)
+            ) from None
+
+
+def fuse_options(opts: MountOptions, source: str = "s3fmfs") -> set[str]:
+    """libfuse mount options: the source (``BUCKET[:/PREFIX]``, as mount(8) and df show it)
+    and type (``fuse.s3fmfs``) for mtab, kernel permission checks."""
     result = set(pyfuse3.default_options)  # default_permissions
-    result |= {"fsname=s3fmfs", "subtype=s3fmfs", "default_permissions"}
+    fsname = source.replace(",", "_").replace("\\", "_")  # a comma would split the options
+    result |= {f"fsname={fsname}", "subtype=s3fmfs", "default_permissions"}
     if opts.ro:
         result.add("ro")
     if opts.allow_other:
@@ -69,56 +211,93 @@ def fuse_options(opts: MountOptions) -> set[str]:
     return result
 
 
-async def _terminate_on_signal(
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
+async def _terminate_on_signal(signals: AsyncIterator[int]) -> None:
+    """The first SIGINT/SIGTERM stops serving; later ones are logged and ignored, since
+    the files still unsaved are being uploaded."""
+    stopping = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if stopping:
+            log.info("%s: already stopping (uploading unsaved files)", name)
+            continue
+        log.info("%s: unmounting", name)
+        stopping = True
+        pyfuse3.terminate()
+
+
+async def _announce_when_live(config: MountConfig, reporter: Reporter) -> None:
+    """Once the mount answers ``stat``: report ready and send READY=1 (else fail and stop)."""
+    deadline = trio.current_time() + READY_TIMEOUT
+    while not await trio.to_thread.run_sync(os.path.ismount, config.mountpoint):
+        if trio.current_time() > deadline:
+            message = f"{config.mountpoint} did not come up in {READY_TIMEOUT:.0f}s"
+            reporter.failed(1, message)
             pyfuse3.terminate()
             return
+        await trio.sleep(0.02)
+    log.info(
+        "mounted %s%s on %s",
+        config.bucket,
+        f":/{config.prefix}" if config.prefix else "",
+        config.mountpoint,
+    )
+    reporter.ready()
+    sd_notify("READY=1")
 
 
-async def serve(config: MountConfig) -> int:
+async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     """Mount and serve until unmounted or signalled; the exit status."""
+    reporter = reporter or StderrReporter()
+    if config.credentials_source:
+        log.info("credentials: %s", config.credentials_source)
+    try:
+        await check_bucket(config)
+    except MountFailure as exc:
+        reporter.failed(exc.status, str(exc))
+        return exc.status
     async with build_connection(config) as conn:
         store = S3Store(conn, config.bucket)
-        try:
-            await store.check_bucket()
-        except Exception as exc:
-            log.error("cannot use bucket %r: %s", config.bucket, exc)
-            return 1
-        core = FsCore(store, config.options, prefix=config.prefix)
+        core = FsCore(store, config.options, prefix=config.prefix, tmpdir=config.options.cache_dir)
         ops = S3fmOperations(core)
         try:
-            pyfuse3.init(ops, config.mountpoint, fuse_options(config.options))
+            source = config.bucket + (f":/{config.prefix}" if config.prefix else "")
+            pyfuse3.init(ops, config.mountpoint, fuse_options(config.options, source))
         except Exception as exc:
-            log.error("cannot mount on %s: %s", config.mountpoint, exc)
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = f"cannot mount on {config.mountpoint}: {detail}"
+            reporter.failed(1, message)
             return 1
-        log.info(
-            "mounted %s%s on %s",
-            config.bucket,
-            f":/{config.prefix}" if config.prefix else "",
-            config.mountpoint,
-        )
         failed = 0
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(_terminate_on_signal)
-                await pyfuse3.main()
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                failed = await core.flush_all()
-                if failed:
-                    log.error("%d file(s) could not be uploaded before unmounting", failed)
-                await core.destroy()
-                pyfuse3.close(unmount=True)
-                log.info("unmounted %s", config.mountpoint)
+        # Once mounted, SIGINT/SIGTERM never kill the process: the receiver turns the first into
+        # a clean stop, and when it closes it restores SIG_IGN, so one arriving during the final
+        # uploads or after them (systemd sends SIGTERM again after umount) is ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_terminate_on_signal, signals)
+                    nursery.start_soon(_announce_when_live, config, reporter)
+                    await pyfuse3.main()
+                    nursery.cancel_scope.cancel()
+            finally:
+                failed = await _stop(core, config)
         return 1 if failed else 0
 
 
-def run(config: MountConfig) -> int:
-    """Run ``serve`` under trio (in the foreground)."""
-    return trio.run(serve, config)
+async def _stop(core: FsCore, config: MountConfig) -> int:
+    """Upload every unsaved file, then unmount; the number of files that failed."""
+    sd_notify("STOPPING=1")
+    with trio.CancelScope(shield=True):
+        failed = await core.flush_all()
+        if failed:
+            log.error("%d file(s) could not be uploaded before unmounting", failed)
+        await core.destroy()
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", config.mountpoint)
+    return failed
+
+
+def run(config: MountConfig, reporter: Reporter | None = None) -> int:
+    """Run ``serve`` under trio (in this process: the foreground, or the daemon's child)."""
+    return trio.run(serve, config, reporter)

@@ -8,6 +8,7 @@ import logging
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -357,12 +358,12 @@ def test_cli_usage_errors_are_one_line(args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_needs_credentials() -> None:
+def test_cli_needs_credentials(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "s3fmfs.cli", "b", "/tmp"],
+        [sys.executable, "-m", "s3fmfs.cli", "b", str(tmp_path)],  # an empty mountpoint
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
         timeout=60,
     )
     assert proc.returncode == 2 and "AWS_ACCESS_KEY_ID" in proc.stderr

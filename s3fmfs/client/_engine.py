@@ -369,7 +369,14 @@ class Engine:
                 )
                 raise err
         except httpx.HTTPError as exc:
-            log.debug("%s %s -> %s: %s", method, resource, type(exc).__name__, exc)
+            log.debug(
+                "%s %s -> %s: %s (%.3fs)",
+                method,
+                resource,
+                type(exc).__name__,
+                exc,
+                trio.current_time() - began,
+            )
             raise wrap_transport_error(exc, method=method, url=resource) from exc
         log.debug(
             "%s %s -> %s (%.3fs)", method, resource, resp.status_code, trio.current_time() - began

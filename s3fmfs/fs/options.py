@@ -1,10 +1,12 @@
 """Mount options: the ``MountOptions`` dataclass and the parser of ``-o a=b,c`` strings.
 
 Invariants:
-- ``OPTIONS`` lists every option the parser accepts, with its help text; an option not in it,
-  a flag given a value, a value missing or malformed raises ``OptionError`` (one line, meant
-  for stderr), never anything else.
-- Parsing is pure: no environment, no network; defaults are the dataclass defaults.
+- ``OPTIONS`` lists every option the parser accepts, with its help text; ``IGNORED`` the
+  fstab/mount(8) options accepted and ignored (``x-*`` and ``comment=`` with any value). An
+  option in neither, a flag given a value, a value missing or malformed raises ``OptionError``
+  (one line, meant for stderr), never anything else.
+- Parsing is pure: no environment, no network, no file access; defaults are the dataclass
+  defaults.
 """
 
 from __future__ import annotations
@@ -34,12 +36,63 @@ OPTIONS: dict[str, str] = {
     "dir_ttl": "seconds directory listings and names are cached (default 5)",
     "neg_ttl": "seconds a name found missing stays missing (default 5)",
     "ro": "mount read-only",
+    "rw": "mount read-write (the default)",
     "allow_other": "let other users access the mount (needs user_allow_other for non-root)",
+    "nonempty": "allow mounting over a non-empty directory (hiding its content)",
+    "passwd_file": "credentials file: ACCESS:SECRET or BUCKET:ACCESS:SECRET lines, mode 0600",
+    "profile": "profile of ~/.aws/credentials (default $AWS_PROFILE, else 'default')",
+    "cache_dir": "directory of the write buffers (temporary files; default the system's temp dir)",
+    "log_file": "log to this file instead of syslog/the journal when running as a daemon",
     "debug": "log every request (like -d)",
 }
 
 FLAGS = frozenset(
-    {"sigv2", "sigv4", "path_style", "virtual_host", "nometa", "ro", "allow_other", "debug"}
+    {
+        "sigv2",
+        "sigv4",
+        "path_style",
+        "virtual_host",
+        "nometa",
+        "ro",
+        "rw",
+        "allow_other",
+        "nonempty",
+        "debug",
+    }
+)
+
+#: fstab / mount(8) options accepted and ignored (flags); ``x-*`` and ``comment=`` too.
+IGNORED = frozenset(
+    {
+        "_netdev",
+        "nofail",
+        "auto",
+        "noauto",
+        "user",
+        "nouser",
+        "users",
+        "owner",
+        "group",
+        "defaults",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "relatime",
+        "noatime",
+        "nodiratime",
+        "strictatime",
+        "lazytime",
+        "async",
+    }
+)
+
+#: How ``--help`` describes the ignored options.
+IGNORED_HELP = (
+    ", ".join(sorted(IGNORED))
+    + ", comment=..., x-* (x-systemd.*, x-gvfs-*...): accepted for fstab and mount(8), ignored"
 )
 
 
@@ -66,6 +119,11 @@ class MountOptions:
     neg_ttl: float = 5.0
     ro: bool = False
     allow_other: bool = False
+    nonempty: bool = False
+    passwd_file: str | None = None
+    profile: str | None = None
+    cache_dir: str | None = None
+    log_file: str | None = None
     debug: bool = False
 
     @property
@@ -157,6 +215,12 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
             if not item:
                 continue
             name, has_value, value = item.partition("=")
+            if name.startswith("x-") or name == "comment":
+                continue
+            if name in IGNORED:
+                if has_value:
+                    raise OptionError(f"option {name!r} takes no value")
+                continue
             if name not in OPTIONS:
                 raise OptionError(f"unknown option {name!r}")
             if name in FLAGS:
@@ -180,6 +244,8 @@ def _set_flag(opts: MountOptions, name: str) -> None:
         opts.path_style = True
     elif name == "virtual_host":
         opts.path_style = False
+    elif name == "rw":
+        opts.ro = False
     else:
         setattr(opts, name, True)
 
@@ -196,6 +262,8 @@ def _set_value(opts: MountOptions, name: str, value: str) -> None:
         setattr(opts, name, _octal(name, value))
     elif name in ("stat_ttl", "dir_ttl", "neg_ttl"):
         setattr(opts, name, _seconds(name, value))
+    elif name in ("passwd_file", "profile", "cache_dir", "log_file"):
+        setattr(opts, name, value)
     else:  # pragma: no cover - OPTIONS and this function list the same names
         raise OptionError(f"unknown option {name!r}")
 

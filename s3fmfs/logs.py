@@ -1,0 +1,96 @@
+"""Where the log goes: stderr in the foreground, syslog (the journal) or a file as a daemon.
+
+Invariants:
+- Foreground: one stream handler on stderr, lines ``s3fmfs: LEVEL logger: message``.
+- Daemon: ``log_file=`` when given; else syslog through ``/dev/log`` (facility daemon, ident
+  ``s3fmfs[PID]``) when that socket exists and accepts a connection; else the file
+  ``s3fmfs.log`` in ``cache_dir=``, or in ``$XDG_CACHE_HOME/s3fmfs`` (``~/.cache/s3fmfs``),
+  created mode 0700.
+- Request lines come from ``s3fmfs.client`` at DEBUG (method, ``/bucket/key``, status,
+  duration; never a query string, a header or a secret). httpx and httpcore stay at WARNING
+  at every level: their lines show full URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+from pathlib import Path
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+FORMAT = "s3fmfs: %(levelname)s %(name)s: %(message)s"
+FILE_FORMAT = "%(asctime)s s3fmfs[%(process)d]: %(levelname)s %(name)s: %(message)s"
+SYSLOG_SOCKET = "/dev/log"
+
+
+def default_log_dir(cache_dir: str | None) -> Path:
+    """The directory of the fallback log file."""
+    if cache_dir:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "s3fmfs"
+
+
+def _syslog_handler() -> logging.Handler | None:
+    if not os.path.exists(SYSLOG_SOCKET):
+        return None
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address=SYSLOG_SOCKET,
+            facility=logging.handlers.SysLogHandler.LOG_DAEMON,
+            socktype=socket.SOCK_DGRAM,
+        )
+    except OSError:
+        return None
+    handler.ident = f"s3fmfs[{os.getpid()}]: "
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    return handler
+
+
+def setup_logging(
+    level: int,
+    *,
+    daemon: bool = False,
+    log_file: str | None = None,
+    cache_dir: str | None = None,
+) -> str:
+    """Configure the root logger; where the log goes (``"stderr"``, ``"syslog"`` or a path)."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    where: str
+    handler: logging.Handler | None
+    if not daemon:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(FORMAT))
+        where = "stderr"
+    elif log_file:
+        handler = _file_handler(Path(log_file))
+        where = log_file
+    else:
+        handler = _syslog_handler()
+        where = "syslog"
+        if handler is None:
+            path = default_log_dir(cache_dir) / "s3fmfs.log"
+            handler = _file_handler(path)
+            where = str(path)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    return where

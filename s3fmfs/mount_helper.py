@@ -1,0 +1,177 @@
+"""``mount.s3fmfs``: the helper mount(8) runs for ``mount -t s3fmfs`` and fstab type ``s3fmfs``.
+
+mount(8) (util-linux/libmount) looks for ``/sbin/mount.<type>`` (only there: its search path is
+``/sbin:/sbin/fs.d:/sbin/fs``, not ``$PATH``) and runs it with a fixed ``PATH``
+(``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``) as::
+
+    mount.s3fmfs SPEC DIR [-s] [-f] [-n] [-v] [-o OPTIONS] [-t TYPE]
+
+Invariants:
+- The filesystem is started with ``s3fmfs SPEC DIR -o OPTIONS`` *without* ``-f``: s3fmfs's
+  daemon mode returns once the mount is live, so ``mount`` does too, with s3fmfs's exit status.
+  The helper replaces itself with that command (``exec``): no extra process stays around.
+- mount(8)'s flags are mount(8)'s, never s3fmfs's: ``-f`` is *fake* (do everything but mount:
+  nothing is started, exit 0), ``-n`` (no mtab) is meaningless here, ``-v`` prints the command
+  on stderr, ``-s`` (sloppy) drops options s3fmfs does not know instead of failing, and ``-t``
+  (the type, ``s3fmfs`` or ``fuse.s3fmfs``) is only checked.
+- Options only mount(8) or systemd care about (``_netdev``, ``nofail``, ``auto``/``noauto``,
+  ``user``/``users``/``nouser``/``owner``/``group``, ``defaults``, ``rw``, ``x-*``,
+  ``comment=``) are removed before s3fmfs sees them; all others are passed on unchanged and in
+  order (s3fmfs validates them).
+- s3fmfs is the console script next to this helper's interpreter (the same installation), else
+  ``python -m s3fmfs.cli`` with the same interpreter: never whatever ``s3fmfs`` is on PATH.
+- A malformed command line is one line on stderr and exit status 1 (mount(8)'s "incorrect
+  invocation"), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROG = "mount.s3fmfs"
+TYPES = frozenset({"s3fmfs", "fuse.s3fmfs"})
+
+#: Options that mean something to mount(8), fstab or systemd only, never to the filesystem.
+MOUNT_ONLY = frozenset(
+    {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner", "group"}
+    | {"defaults", "rw"}
+)
+MOUNT_ONLY_PREFIXES = ("x-", "comment=")
+
+USAGE = f"usage: {PROG} BUCKET[:/PREFIX] MOUNTPOINT [-sfnv] [-o OPTIONS] [-t TYPE]"
+
+
+class UsageError(ValueError):
+    """A command line mount(8) would not have built; ``str()`` is one line."""
+
+
+@dataclass
+class HelperArgs:
+    """What mount(8) asked for."""
+
+    source: str
+    mountpoint: str
+    options: list[str] = field(default_factory=list)
+    fake: bool = False
+    sloppy: bool = False
+    verbose: bool = False
+    fstype: str | None = None
+
+
+def parse_args(argv: list[str]) -> HelperArgs:
+    """mount(8)'s helper command line (without the program name) → :class:`HelperArgs`."""
+    positional: list[str] = []
+    options: list[str] = []
+    flags: set[str] = set()
+    fstype: str | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-o", "-t"):
+            if i + 1 == len(argv):
+                raise UsageError(f"option {arg} needs a value")
+            if arg == "-o":
+                options.append(argv[i + 1])
+            else:
+                fstype = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("-o") and len(arg) > 2:
+            options.append(arg[2:])
+        elif arg.startswith("-t") and len(arg) > 2:
+            fstype = arg[2:]
+        elif arg.startswith("-") and len(arg) > 1:
+            for letter in arg[1:]:
+                if letter not in "sfnv":
+                    raise UsageError(f"unknown flag -{letter}")
+                flags.add(letter)
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) != 2:
+        raise UsageError(f"expected SPEC and DIR, got {len(positional)} argument(s)")
+    if fstype is not None and fstype not in TYPES:
+        raise UsageError(f"filesystem type {fstype!r} is not s3fmfs")
+    return HelperArgs(
+        source=positional[0],
+        mountpoint=positional[1],
+        options=options,
+        fake="f" in flags,
+        sloppy="s" in flags,
+        verbose="v" in flags,
+        fstype=fstype,
+    )
+
+
+def is_mount_only(option: str) -> bool:
+    """Whether ``option`` (``name`` or ``name=value``) is for mount(8)/systemd, not s3fmfs."""
+    name = option.partition("=")[0]
+    return name in MOUNT_ONLY or option.startswith(MOUNT_ONLY_PREFIXES)
+
+
+def known_to_s3fmfs(option: str) -> bool:
+    """Whether s3fmfs's option parser knows the option's name (for sloppy mounts)."""
+    from .fs import options  # the parser's own lists: never out of date
+
+    name = option.partition("=")[0]
+    return name in options.OPTIONS or name in getattr(options, "IGNORED", ())
+
+
+def filesystem_options(groups: list[str], *, sloppy: bool = False) -> str:
+    """The ``-o`` string for s3fmfs: mount-only options removed (and unknown ones if sloppy)."""
+    kept = []
+    for group in groups:
+        for item in group.split(","):
+            item = item.strip()
+            if not item or is_mount_only(item):
+                continue
+            if sloppy and not known_to_s3fmfs(item):
+                continue
+            kept.append(item)
+    return ",".join(kept)
+
+
+def s3fmfs_command() -> list[str]:
+    """How to run s3fmfs from this installation."""
+    script = Path(sys.executable).parent / "s3fmfs"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "s3fmfs.cli"]
+
+
+def build_command(args: HelperArgs) -> list[str]:
+    """The s3fmfs command line (daemon mode: no ``-f``) for what mount(8) asked."""
+    command = [*s3fmfs_command(), args.source, args.mountpoint]
+    options = filesystem_options(args.options, sloppy=args.sloppy)
+    if options:
+        command += ["-o", options]
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mount.s3fmfs`` console script; execs s3fmfs unless faking."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}\n{USAGE}", file=sys.stderr)
+        return 1
+    command = build_command(args)
+    if args.verbose:
+        print(f"{PROG}: {' '.join(command)}", file=sys.stderr)
+    if args.fake:
+        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        print(f"{PROG}: cannot run {command[0]}: {exc}", file=sys.stderr)
+        return 1
+    return 0  # pragma: no cover - execv does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
