@@ -45,6 +45,7 @@ from .client import (
     S3TransportError,
     SignatureDoesNotMatch,
 )
+from .fs import metacache
 from .fs.adapter import S3fmOperations
 from .fs.core import FsCore
 from .fs.options import MountOptions
@@ -255,9 +256,18 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     except MountFailure as exc:
         reporter.failed(exc.status, str(exc))
         return exc.status
-    async with build_connection(config) as conn:
+    async with (
+        build_connection(config) as conn,
+        metacache.for_mount(config.options, config.bucket) as meta,
+    ):
         store = S3Store(conn, config.bucket)
-        core = FsCore(store, config.options, prefix=config.prefix, tmpdir=config.options.cache_dir)
+        core = FsCore(
+            store,
+            config.options,
+            prefix=config.prefix,
+            tmpdir=config.options.cache_dir,
+            metacache=meta,
+        )
         ops = S3fmOperations(core)
         try:
             source = config.bucket + (f":/{config.prefix}" if config.prefix else "")
@@ -276,6 +286,7 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             try:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(core.run_background)  # read-ahead, streamed parts
                     nursery.start_soon(_terminate_on_signal, signals)
                     nursery.start_soon(_announce_when_live, config, reporter)
                     await pyfuse3.main()

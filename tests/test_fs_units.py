@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import trio
 
 from s3fmfs.client import errors as s3
 from s3fmfs.fs.attrs import Attr, Defaults, Kind, attr_from_object, metadata_of, parse_s3_time
@@ -26,7 +25,6 @@ from s3fmfs.fs.options import (
     parse_bucket,
     parse_options,
 )
-from s3fmfs.fs.readahead import ReadAhead
 
 DEFAULTS = Defaults(uid=1, gid=2, file_mode=0o644, dir_mode=0o755)
 
@@ -177,7 +175,7 @@ def test_every_option_has_help_and_parses() -> None:
     defaults = MountOptions()
     for name in OPTIONS:
         assert OPTIONS[name]
-        value = {"endpoint": "http://h:1", "region": "r"}.get(name, "1")
+        value = {"endpoint": "http://h:1", "region": "r", "metacache_file": "/m"}.get(name, "1")
         try:
             parse_options([name])
         except OptionError:
@@ -289,52 +287,6 @@ def test_zero_ttl_stores_nothing() -> None:
     cache.store_missing("b")
     cache.store_listing("", {})
     assert cache.attr("a") is None and not cache.is_missing("b") and cache.listing("") is None
-
-
-# -- read-ahead -----------------------------------------------------------------------------------
-
-
-async def test_readahead_grows_and_shares_fetches() -> None:
-    content = bytes(range(256)) * 4096 * 4  # 4 MiB
-    fetched: list[tuple[int, int]] = []
-
-    async def fetch(start: int, length: int) -> bytes:
-        fetched.append((start, length))
-        await trio.sleep(0.01)
-        return content[start : start + length]
-
-    ra = ReadAhead(64 << 10, 1 << 20)
-    out: dict[int, bytes] = {}
-
-    async def read(offset: int) -> None:
-        out[offset] = await ra.read(offset, 32 << 10, len(content), 0, fetch)
-
-    for base in range(0, len(content), 256 << 10):  # eight reads at a time, like the kernel
-        async with trio.open_nursery() as nursery:
-            for offset in range(base, base + (256 << 10), 32 << 10):
-                nursery.start_soon(read, offset)
-    assert b"".join(out[k] for k in sorted(out)) == content
-    assert len(fetched) < len(out) / 8, fetched
-    assert max(length for _, length in fetched) == 1 << 20
-    # a seek falls back to the smallest window
-    fetched.clear()
-    await ra.read(100, 10, len(content), 0, fetch)
-    assert fetched == [(0, 64 << 10)]
-    # past the end: short, then empty
-    assert await ra.read(len(content) - 4, 10, len(content), 0, fetch) == content[-4:]
-
-
-async def test_readahead_reset_on_new_version() -> None:
-    data = {"v": b"old" * 100}
-
-    async def fetch(start: int, length: int) -> bytes:
-        return data["v"][start : start + length]
-
-    ra = ReadAhead(16, 64)
-    assert await ra.read(0, 3, 300, 0, fetch) == b"old"
-    data["v"] = b"new" * 100
-    assert await ra.read(0, 3, 300, 0, fetch) == b"old"  # cached
-    assert await ra.read(0, 3, 300, 1, fetch) == b"new"
 
 
 # -- the command line ------------------------------------------------------------------------------

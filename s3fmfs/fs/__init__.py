@@ -5,7 +5,9 @@ Layers, each importing only the ones below it::
     adapter.S3fmOperations   pyfuse3 types ↔ core calls; the only place FUSEError is raised
     core.FsCore              the operations, over an ObjectStore; drivable without a mount
     inodes, cache, writebuf  inode table, TTL caches, temp-file write buffers
-    readahead                per-handle ranged-GET read-ahead
+    metacache                HEADed metadata by object version, kept across mounts (sqlite)
+    readahead, uploader      read-ahead (concurrent ranged GETs, shared memory budget);
+                             multipart uploads streamed while a file is written
     attrs, keys, errno_map   metadata ↔ attributes, paths ↔ keys, exceptions → errno
     options                  mount options and their parsing
     store.ObjectStore        the narrow bucket interface; s3store.S3Store implements it

@@ -208,7 +208,8 @@ class S3fmOperations(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         with _fuse_errors("open"):
-            return pyfuse3.FileInfo(fh=await self.core.open(inode, flags))
+            fh = await self.core.open(inode, flags)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=self.core.keep_cache(fh))
 
     async def create(
         self,

@@ -17,8 +17,20 @@ Invariants:
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
 
 - HEADs run concurrently where there are many (readdirplus batches, probes), never more
-  than ``CONCURRENCY`` at once for the whole mount (``limiter``).
-- Reads of an unbuffered file are ranged GETs through the handle's ``ReadAhead``.
+  than ``CONCURRENCY`` at once for the whole mount (``limiter``). A listed object whose
+  version (ETag + LastModified) the ``MetaCache`` knows is not HEADed at all; every HEAD
+  answer goes to it (it keeps those of listed versions, for later mounts).
+- Reads of an unbuffered file are ranged GETs through the handle's ``ReadAhead``: several
+  in flight at once ahead of a sequential reader, in the core's nursery, within the mount's
+  ``ReadBudget`` (``readahead_mb``); release and seeks cancel them.
+- A new or truncated-to-zero file written sequentially streams its parts to a multipart
+  upload while it is written (``uploader.StreamingUpload``, in ``streams``); flush completes
+  it. Anything else (a write behind the parts, a truncation, a rename, an unlink, a failed
+  part) aborts the stream, and flush uploads the whole buffer as before.
+- ``open`` answers ``keep_cache`` (the kernel keeps its page cache) only when the object's
+  ETag is the one of the inode's previous open and it was not written here since.
+- Background work (read-ahead, parts) runs in ``nursery`` (``run_background``); without one
+  (tests driving the core directly) reads fetch their own blocks and files go up whole.
 
 Concurrency: all state lives on the trio thread; it may change at every ``await``, so code
 re-reads the inode table after awaiting rather than trusting what it read before.
@@ -41,6 +53,7 @@ import trio
 
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
+    META_MTIME,
     OUR_META,
     Attr,
     Defaults,
@@ -54,9 +67,11 @@ from .cache import Listing, MetadataCache
 from .errno_map import FsError
 from .inodes import ROOT_INODE, InodeTable, Node
 from .keys import KeyMap, decode_name, encode_name, is_under, join, name_of, parent_of, valid_name
+from .metacache import MetaCache
 from .options import MountOptions
-from .readahead import ReadAhead
-from .store import ObjectInfo, ObjectStore
+from .readahead import ReadAhead, ReadBudget
+from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult
+from .uploader import StreamingUpload
 from .writebuf import WriteBuffer
 
 log = logging.getLogger("s3fmfs.fs")
@@ -67,9 +82,7 @@ RENAME_EXCHANGE = 2
 #: HEADs in flight at once for one mount (readdirplus, renames of directories).
 CONCURRENCY = 16
 #: Entries whose attributes are completed (HEADed) at a time by readdir.
-READDIR_BATCH = 64
-READAHEAD_MIN = 128 << 10
-READAHEAD_MAX = 8 << 20
+READDIR_BATCH = 512
 MAX_SKIPPED_LOGGED = 10_000
 
 #: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
@@ -94,7 +107,8 @@ class Handle:
 
     node: Node
     flags: int
-    readahead: ReadAhead = field(default_factory=lambda: ReadAhead(READAHEAD_MIN, READAHEAD_MAX))
+    readahead: ReadAhead = field(default_factory=ReadAhead)
+    keep_cache: bool = False  # the kernel may keep its page cache of the file (open's answer)
 
 
 @dataclass
@@ -127,6 +141,8 @@ class FsCore:
         timer: Callable[[], float] = time.monotonic,
         clock: Callable[[], int] = time.time_ns,
         tmpdir: str | None = None,
+        metacache: MetaCache | None = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self.store = store
         self.options = options or MountOptions()
@@ -144,6 +160,12 @@ class FsCore:
         self._next_fh = 1
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
         self._skipped: set[str] = set()
+        #: where read-ahead fetches and streamed parts run (``run_background``)
+        self.nursery = nursery
+        self.read_budget = ReadBudget(opts.readahead_mb << 20)
+        self.streams: dict[int, StreamingUpload] = {}  # inode → its streaming upload
+        #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
+        self.metacache = None if self.options.nometa else metacache
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -220,7 +242,10 @@ class FsCore:
 
     async def _head(self, key: str) -> ObjectInfo | None:
         async with self.limiter:
-            return await self.store.head(key)
+            info = await self.store.head(key)
+        if info is not None and self.metacache is not None:
+            self.metacache.record(info)  # kept if it is the version a listing showed
+        return info
 
     async def _head_dir(self, path: str) -> Attr:
         """A directory known to exist: its marker's metadata, or the defaults if implicit."""
@@ -362,6 +387,7 @@ class FsCore:
         prefix = self.keys.dir_prefix(path)
         dirs: Listing = {}
         files: Listing = {}
+        listed: dict[str, ObjectInfo] = {}  # name → listed version, for the metadata cache
         complete = self.options.nometa
         implicit = implicit_dir(self.defaults, self.mount_time).with_changes(complete=complete)
         async with contextlib.aclosing(self.store.iter_pages(prefix, "/")) as pages:
@@ -381,12 +407,21 @@ class FsCore:
                         metadata={} if complete else None,
                         defaults=self.defaults,
                     )
+                    if self.metacache is not None:
+                        listed[name] = obj
                 for common in page.prefixes:
                     name = common[len(prefix) :].removesuffix("/")
                     if not valid_name(name):
                         self._skip_key(common)
                         continue
                     dirs[name] = implicit
+        if self.metacache is not None and listed:
+            # versions HEADed by an earlier mount (or earlier here) need no HEAD
+            known = await self.metacache.lookup(listed.values())
+            for name, obj in listed.items():
+                meta = known.get(obj.key)
+                if meta is not None:
+                    files[name] = self._attr_from_info(meta.info(obj), is_dir=False)
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
         self.cache.store_listing(path, listing)
         return listing
@@ -426,6 +461,8 @@ class FsCore:
             for index, (name, attr) in enumerate(batch):
                 if not attr.complete and not self.options.nometa:
                     nursery.start_soon(complete, index, name, attr)
+        if self.metacache is not None and self.metacache.flush_due:
+            await self.metacache.flush()
 
     async def opendir(self, ino: int) -> int:
         """Open a directory; its snapshot is taken by the first readdir."""
@@ -563,9 +600,35 @@ class FsCore:
 
     def _open_handle(self, node: Node, flags: int) -> int:
         fh = self._new_fh()
-        self.handles[fh] = Handle(node, flags)
+        opts = self.options
+        readahead = ReadAhead(
+            self.read_budget,
+            self.nursery,
+            part_size=opts.part_size_mb << 20,
+            max_inflight=opts.read_concurrency,
+        )
+        self.handles[fh] = Handle(node, flags, readahead)
         node.open_count += 1
         return fh
+
+    def keep_cache(self, fh: int) -> bool:
+        """Whether the kernel may keep its page cache for this open (see ``open``)."""
+        handle = self.handles.get(fh)
+        return handle is not None and handle.keep_cache
+
+    async def run_background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve as the core's nursery (read-ahead, streamed parts) until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.nursery = None
+            for handle in self.handles.values():
+                handle.readahead.nursery = None
 
     def _handle(self, fh: int) -> Handle:
         handle = self.handles.get(fh)
@@ -582,7 +645,13 @@ class FsCore:
         if writing or flags & os.O_TRUNC:
             self._check_writable()
         fh = self._open_handle(node, flags)
+        # the page cache stays when this is the version the previous open saw, unchanged here
+        etag = node.attr.etag if node.attr is not None else ""
+        unchanged = not self._is_local(node) and node.buffer is None and not node.dirty
+        self.handles[fh].keep_cache = unchanged and etag != "" and node.open_etag == etag
+        node.open_etag = etag if unchanged else ""
         if flags & os.O_TRUNC and writing:
+            self.handles[fh].keep_cache = False
             try:
                 async with node.lock:
                     await self._truncate_locked(node, 0)
@@ -633,6 +702,7 @@ class FsCore:
         self.inodes.ref(node)
         self.cache.note_exists(path, attr)
         fh = self._open_handle(node, flags)
+        self._begin_stream(node)
         return fh, node.ino, attr
 
     async def _ensure_buffer(self, node: Node, *, need_data: bool) -> WriteBuffer:
@@ -667,6 +737,7 @@ class FsCore:
         """The node's content changed: dirty, local, new mtime, read-ahead invalid."""
         node.dirty = True
         node.version += 1
+        node.open_etag = ""  # written here: the next open drops the page cache
         attr = node.attr or self._blank(node.kind)
         node.attr = attr.with_changes(mtime_ns=self._now())
         self.inodes.set_local(node, True)
@@ -700,12 +771,105 @@ class FsCore:
             buffer = await self._ensure_buffer(node, need_data=True)
             await buffer.pwrite(offset, data)
             self._touch(node)
+            await self._stream_write(node, offset)
         return len(data)
 
     async def _truncate_locked(self, node: Node, size: int) -> None:
+        await self._end_stream(node)
         buffer = await self._ensure_buffer(node, need_data=size > 0)
         await buffer.truncate(size)
         self._touch(node)
+        if size == 0:
+            self._begin_stream(node)
+
+    # -- streaming uploads (caller holds node.lock) ----------------------------------------------
+
+    def _begin_stream(self, node: Node) -> None:
+        """The node's content is known from offset 0 (new, or truncated to zero): its parts
+        may go up while it is written."""
+        if self.nursery is None or not isinstance(self.store, MultipartStore):
+            return
+        if node.ino in self.streams or not node.path_attached:
+            return
+        self.streams[node.ino] = StreamingUpload(
+            self.store,
+            self.keys.file_key(node.path),
+            node.path,
+            self.nursery,
+            part_size=self.options.part_size_mb << 20,
+            concurrency=self.options.upload_concurrency,
+        )
+
+    async def _end_stream(self, node: Node) -> None:
+        """Stop streaming the node (the whole buffer goes up at the next flush)."""
+        stream = self.streams.pop(node.ino, None)
+        if stream is not None:
+            await stream.abort()
+
+    def _stream_ok(self, node: Node, stream: StreamingUpload) -> bool:
+        return (
+            self.nursery is not None
+            and node.buffer is not None
+            and node.path_attached
+            and node.path == stream.path
+        )
+
+    async def _stream_write(self, node: Node, offset: int) -> None:
+        """After a write at ``offset``: hand the whole parts to the stream, or stop it when the
+        write broke the sequence (or the file moved)."""
+        stream = self.streams.get(node.ino)
+        if stream is None:
+            return
+        if not stream.accepts(offset) or not self._stream_ok(node, stream):
+            await self._end_stream(node)
+            return
+        buffer = node.buffer
+        assert buffer is not None
+        try:
+            await stream.advance(
+                buffer.size,
+                buffer.window,
+                lambda: (
+                    metadata_of(self._local_attr(node), node.extra_meta),
+                    node.content_type or _content_type(node.path),
+                ),
+            )
+        except Exception as exc:
+            log.warning(
+                "streaming upload of %r stopped (%s): it goes up whole at close", node.path, exc
+            )
+            await self._end_stream(node)
+
+    async def _finish_stream(self, node: Node) -> PutResult | None:
+        """Complete the node's streaming upload, if one has parts; None when the buffer must
+        go up whole instead (no stream, nothing streamed yet, or the stream failed)."""
+        stream = self.streams.get(node.ino)
+        if stream is None:
+            return None
+        if stream.upload_id is None or not self._stream_ok(node, stream):
+            await self._end_stream(node)
+            return None
+        buffer = node.buffer
+        assert buffer is not None
+        del self.streams[node.ino]
+        try:
+            result = await stream.finish(buffer.size, buffer.window)
+        except Exception as exc:
+            log.warning("streaming upload of %r failed (%s): uploading it whole", node.path, exc)
+            return None
+        attr = self._local_attr(node)
+        wanted = metadata_of(attr, node.extra_meta)
+        explicit_mtime = attr.mtime_ns < stream.created_ns  # utimens while writing
+        if (
+            explicit_mtime
+            or {k: v for k, v in wanted.items() if k != META_MTIME} != stream.metadata
+        ):
+            # changed while the parts went up (metadata is fixed at the upload's creation)
+            key = self.keys.file_key(node.path)
+            result = await self.store.copy(
+                key, key, wanted, node.content_type or _content_type(node.path)
+            )
+        return result
 
     # -- saving ----------------------------------------------------------------------------------
 
@@ -720,13 +884,15 @@ class FsCore:
         attr = self._local_attr(node)
         path = node.path
         try:
-            source = await node.buffer.upload_source()
-            result = await self.store.put(
-                self.keys.file_key(path),
-                source,
-                metadata_of(attr, node.extra_meta),
-                node.content_type or _content_type(path),
-            )
+            result = await self._finish_stream(node)
+            if result is None:
+                source = await node.buffer.upload_source()
+                result = await self.store.put(
+                    self.keys.file_key(path),
+                    source,
+                    metadata_of(attr, node.extra_meta),
+                    node.content_type or _content_type(path),
+                )
         except Exception as exc:
             log.error("upload of %r failed: %s", path, exc)
             raise FsError(errno.EIO, f"upload of {path} failed") from exc
@@ -756,11 +922,15 @@ class FsCore:
             return
         node = handle.node
         node.open_count -= 1
+        handle.readahead.close()
         try:
             await self._save(node)
         except FsError:
             pass  # logged by _save; the data stays in the buffer for flush_all
         finally:
+            if node.open_count <= 0:
+                async with node.lock:
+                    await self._end_stream(node)  # before the buffer closes under its parts
             if node.open_count <= 0 and not (node.dirty and node.path_attached):
                 if node.buffer is not None:
                     node.buffer.close()
@@ -945,6 +1115,8 @@ class FsCore:
         node = self.inodes.find(old)
         async with _locked(node):
             await self._replace_target(new)
+            if node is not None:
+                await self._end_stream(node)  # its parts went to the old key
             if node is not None and node.dirty and node.buffer is not None:
                 source = await node.buffer.upload_source()
                 result = await self.store.put(
@@ -1024,6 +1196,7 @@ class FsCore:
     async def destroy(self) -> None:
         """Close every buffer (after flush_all)."""
         for node in self.inodes.all_nodes():
+            await self._end_stream(node)
             if node.buffer is not None:
                 node.buffer.close()
                 node.buffer = None

@@ -53,6 +53,7 @@ class Node:
     content_type: str = ""  # of the object, kept by uploads
     extra_meta: dict[str, str] = field(default_factory=dict)  # others' user metadata, kept
     link_target: tuple[str, bytes] | None = None  # (ETag, target) of a symlink
+    open_etag: str = ""  # ETag seen by the last open, "" once written here (keep_cache)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property

@@ -42,8 +42,15 @@ OPTIONS: dict[str, str] = {
     "passwd_file": "credentials file: ACCESS:SECRET or BUCKET:ACCESS:SECRET lines, mode 0600",
     "profile": "profile of ~/.aws/credentials (default $AWS_PROFILE, else 'default')",
     "cache_dir": "directory of the write buffers (temporary files; default the system's temp dir)",
+    "metacache": "on|off: keep HEADed metadata across mounts (default on; see metacache_file)",
+    "metacache_file": "absolute path of the metadata cache (default CACHE/metadata.sqlite3, "
+    "CACHE being cache_dir, else ~/.cache/s3fmfs)",
     "log_file": "log to this file instead of syslog/the journal when running as a daemon",
     "debug": "log every request (like -d)",
+    "readahead_mb": "MiB of read-ahead all open files share, in memory (default 32)",
+    "part_size_mb": "MiB of the parts of multipart uploads (default 8, at least 5; grows)",
+    "upload_concurrency": "parts of one file uploaded at once (default 4)",
+    "read_concurrency": "ranged GETs of one open file in flight at once (default 4)",
 }
 
 FLAGS = frozenset(
@@ -123,8 +130,14 @@ class MountOptions:
     passwd_file: str | None = None
     profile: str | None = None
     cache_dir: str | None = None
+    metacache: bool = True
+    metacache_file: str | None = None
     log_file: str | None = None
     debug: bool = False
+    readahead_mb: int = 32
+    part_size_mb: int = 8
+    upload_concurrency: int = 4
+    read_concurrency: int = 4
 
     @property
     def default_file_mode(self) -> int:
@@ -206,6 +219,25 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
+def _count(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise OptionError(f"{name} must be a whole number, not {value!r}") from None
+    if not low <= number <= high:
+        raise OptionError(f"{name} must be between {low} and {high}, not {value!r}")
+    return number
+
+
+#: Bounds of the numeric I/O options (part sizes: S3 wants 5 MiB to 5 GiB).
+COUNT_RANGES = {
+    "readahead_mb": (0, 1 << 16),
+    "part_size_mb": (1, 5 << 10),  # below 5 (S3's minimum) counts as 5
+    "upload_concurrency": (1, 64),
+    "read_concurrency": (1, 64),
+}
+
+
 def parse_options(groups: list[str], base: MountOptions | None = None) -> MountOptions:
     """Apply ``-o`` groups (each ``a=b,c,...``) over ``base`` (or the defaults)."""
     opts = dataclasses.replace(base) if base is not None else MountOptions()
@@ -262,8 +294,19 @@ def _set_value(opts: MountOptions, name: str, value: str) -> None:
         setattr(opts, name, _octal(name, value))
     elif name in ("stat_ttl", "dir_ttl", "neg_ttl"):
         setattr(opts, name, _seconds(name, value))
+    elif name in COUNT_RANGES:
+        low, high = COUNT_RANGES[name]
+        setattr(opts, name, _count(name, value, low, high))
     elif name in ("passwd_file", "profile", "cache_dir", "log_file"):
         setattr(opts, name, value)
+    elif name == "metacache_file":
+        if not value.startswith("/"):
+            raise OptionError(f"metacache_file must be an absolute path, not {value!r}")
+        opts.metacache_file = value
+    elif name == "metacache":
+        if value.lower() not in ("on", "off", "1", "0", "yes", "no", "true", "false"):
+            raise OptionError(f"metacache must be on or off, not {value!r}")
+        opts.metacache = value.lower() in ("on", "1", "yes", "true")
     else:  # pragma: no cover - OPTIONS and this function list the same names
         raise OptionError(f"unknown option {name!r}")
 

@@ -3,7 +3,10 @@
 Invariants:
 - This is the only module of ``s3fmfs.fs`` that calls the client; it adds no retries of its
   own (the client's policy covers every idempotent request).
-- Files above ``multipart_threshold`` are uploaded as a multipart upload, aborted on failure.
+- Files above ``multipart_threshold`` are uploaded as a multipart upload, aborted on failure,
+  ``upload_concurrency`` parts at a time (each read from its own window of the file: no shared
+  position). The part size grows so that the file fits in 10,000 parts.
+- It is also a ``MultipartStore``: the core streams the parts of a file being written.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
 """
@@ -22,11 +25,14 @@ from ..client import (
     InvalidRange,
     ListPage,
     NoSuchKey,
+    NoSuchUpload,
+    Part,
     S3fmAuthConnection,
     S3Object,
 )
 from .attrs import parse_s3_time
-from .store import ListingPage, ObjectInfo, PutBody, PutResult
+from .store import ListingPage, ObjectInfo, PartBody, PutBody, PutResult, UploadedPart
+from .writebuf import FileWindow
 
 log = logging.getLogger("s3fmfs.fs")
 
@@ -35,6 +41,7 @@ log = logging.getLogger("s3fmfs.fs")
 MULTIPART_THRESHOLD = 64 << 20
 PART_SIZE = 16 << 20
 MAX_PARTS = 10_000
+UPLOAD_CONCURRENCY = 4
 
 
 def _remaining(body: IO[bytes]) -> int:
@@ -85,12 +92,14 @@ class S3Store:
         page_size: int = 1000,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
+        upload_concurrency: int = UPLOAD_CONCURRENCY,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
         self.page_size = page_size
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
+        self.upload_concurrency = max(1, upload_concurrency)
 
     async def check_bucket(self) -> None:
         """Raise (NoSuchBucket, AccessDenied, a transport error) unless the bucket answers."""
@@ -164,36 +173,68 @@ class S3Store:
         metadata: Mapping[str, str],
         headers: Mapping[str, str] | None,
     ) -> PutResult:
-        """Upload a big file in parts, one after another (they share the file's position);
-        each part is retried by the client on its own; any failure aborts the upload."""
+        """Upload a big file in parts, ``upload_concurrency`` at a time, each from its own
+        window of the file; each part is retried by the client on its own; any failure aborts
+        the upload."""
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         start = await trio.to_thread.run_sync(body.tell)
+        fd = body.fileno()
         upload_id = await self.conn.create_multipart_upload(
             self.bucket, key, headers, metadata=metadata
         )
+        parts: dict[int, Part] = {}
+        limiter = trio.Semaphore(self.upload_concurrency)
+
+        async def one(number: int, offset: int, length: int) -> None:
+            window = FileWindow(fd, start + offset, length)
+            parts[number] = await self.conn.upload_part(
+                self.bucket, key, upload_id, number, window, content_length=length
+            )
+            limiter.release()
+
         try:
-            parts = []
-            for number, offset in enumerate(range(0, size, part_size), 1):
-                await trio.to_thread.run_sync(body.seek, start + offset)
-                parts.append(
-                    await self.conn.upload_part(
-                        self.bucket,
-                        key,
-                        upload_id,
-                        number,
-                        body,
-                        content_length=min(part_size, size - offset),
-                    )
-                )
-            resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, parts)
+            async with trio.open_nursery() as nursery:
+                for number, offset in enumerate(range(0, size, part_size), 1):
+                    await limiter.acquire()
+                    nursery.start_soon(one, number, offset, min(part_size, size - offset))
+            ordered = [parts[n] for n in sorted(parts)]
+            resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, ordered)
         except BaseException:
             with trio.CancelScope(shield=True):
-                try:
-                    await self.conn.abort_multipart_upload(self.bucket, key, upload_id)
-                except Exception as exc:
-                    log.warning("could not abort upload %s of %r: %s", upload_id, key, exc)
+                await self.abort_multipart(key, upload_id)
             raise
         return PutResult(etag=resp.etag)
+
+    # -- multipart, part by part (streamed uploads) ---------------------------------------------
+
+    async def create_multipart(
+        self, key: str, metadata: Mapping[str, str], content_type: str | None = None
+    ) -> str:
+        headers = {"content-type": content_type} if content_type else None
+        return await self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata)
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: PartBody | bytes, length: int
+    ) -> UploadedPart:
+        part = await self.conn.upload_part(
+            self.bucket, key, upload_id, number, body, content_length=length
+        )
+        return UploadedPart(part.part_number, part.etag, length)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[UploadedPart]
+    ) -> PutResult:
+        ordered = [Part(p.number, p.etag, p.size) for p in sorted(parts, key=lambda p: p.number)]
+        resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, ordered)
+        return PutResult(etag=resp.etag)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self.conn.abort_multipart_upload(self.bucket, key, upload_id)
+        except NoSuchUpload:
+            pass
+        except Exception as exc:
+            log.warning("could not abort upload %s of %r: %s", upload_id, key, exc)
 
     async def copy(
         self,

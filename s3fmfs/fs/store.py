@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
 #: What ``put`` uploads: bytes, or a binary file read from its current position to its end.
 PutBody = bytes | IO[bytes]
@@ -49,6 +49,26 @@ class PutResult:
     """What a write (PUT or copy) returned."""
 
     etag: str = ""
+
+
+class PartBody(Protocol):
+    """A part's body: a file-like window read from its start (``seek``/``tell`` let the client
+    send it again on a retry)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part of a multipart upload, as CompleteMultipartUpload needs it."""
+
+    number: int
+    etag: str
+    size: int = 0
 
 
 class ObjectStore(Protocol):
@@ -100,4 +120,32 @@ class ObjectStore(Protocol):
 
     async def delete_many(self, keys: Iterable[str]) -> list[str]:
         """Delete objects; returns the keys that could not be deleted."""
+        ...
+
+
+@runtime_checkable
+class MultipartStore(Protocol):
+    """A store that can also upload an object in parts while it is being written (optional:
+    without it, files are uploaded whole at flush)."""
+
+    async def create_multipart(
+        self, key: str, metadata: Mapping[str, str], content_type: str | None = None
+    ) -> str:
+        """Start a multipart upload; its id."""
+        ...
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: PartBody | bytes, length: int
+    ) -> UploadedPart:
+        """Upload part ``number`` (1..10000): ``length`` bytes of ``body``."""
+        ...
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[UploadedPart]
+    ) -> PutResult:
+        """Assemble the parts (in number order) into the object."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload and free its parts (no error if it is gone)."""
         ...

@@ -8,6 +8,9 @@ Invariants:
   the inode's lock. Reads and writes use ``pread``/``pwrite``: no shared file position.
 - File I/O runs in a worker thread (``trio.to_thread``): the trio thread never blocks on disk.
 - The file is anonymous (``TemporaryFile``): nothing is left behind, even after a crash.
+- ``window`` hands out independent read-only views (``pread``, no shared position) for parts
+  uploaded while the file is written; whoever closes the buffer first makes sure no upload
+  still reads one (``StreamingUpload.abort``/``finish``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,34 @@ from typing import IO
 import trio
 
 FILL_CHUNK = 8 << 20
+
+
+class FileWindow:
+    """``length`` bytes of a file descriptor from ``start``, as a file positioned at 0 (read in
+    a worker thread by the client; ``seek``/``tell`` make it replayable on a retry)."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd = fd
+        self._start = start
+        self._length = length
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1, /) -> bytes:
+        left = self._length - self._pos
+        size = left if size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        data = os.pread(self._fd, size, self._start + self._pos)
+        self._pos += len(data)
+        return data
 
 
 class WriteBuffer:
@@ -95,6 +126,10 @@ class WriteBuffer:
         """The file, positioned at 0, for an upload to read (under the inode's lock)."""
         await trio.to_thread.run_sync(self._file.seek, 0)
         return self._file
+
+    def window(self, start: int, length: int) -> FileWindow:
+        """A view of ``length`` bytes from ``start`` for an upload to read."""
+        return FileWindow(self._file.fileno(), start, length)
 
     def close(self) -> None:
         """Free the temporary file (quick: an anonymous file's unlink already happened)."""
