@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd
 
-.PHONY: all apt venv npm deps check lint typecheck test demo install uninstall clean
+.PHONY: all apt venv npm deps check lint typecheck test demo bench install uninstall clean
 
 all: test
 
@@ -62,6 +62,21 @@ test: deps check
 demo: venv
 	@$(PY) -c 'import moto.server' >/dev/null 2>&1 || $(PY) -m pip install -q -e '.[demo]'
 	$(VENV)/bin/s3fmfs demo $(or $(MOUNTPOINT),mnt)
+
+# Benchmark (tests/bench/): its own s3rver on loopback, every workload for s3fmfs, a raw client
+# and the peers installed (s3fs-fuse, rclone mount); prints a table (also written to BENCH_OUT=).
+# PEERS=1 installs the peers from Debian first (s3fs 1.90, rclone 1.60 on Debian 12). Needs root
+# to drop the page cache before each measurement. Sizes and runs: BENCH_* (tests/bench/config.py).
+bench: deps
+	@if [ "$(PEERS)" = 1 ]; then missing=""; \
+	  for p in s3fs rclone; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+	$(PY) -m tests.bench.run
 
 # Links to the venv's console scripts, where mount(8) finds them: it looks for mount.<type>
 # helpers in /sbin only (libmount searches /sbin:/sbin/fs.d:/sbin/fs, never $PATH) and runs them,

@@ -84,7 +84,9 @@ async def read_sequentially(
     return b"".join(out[k] for k in sorted(out))
 
 
-async def test_readahead_window_grows_fetches_concurrently_and_resets_on_seek(autojump_clock: trio.testing.MockClock) -> None:
+async def test_readahead_window_grows_fetches_concurrently_and_resets_on_seek(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     obj = FakeObject(80 * MiB)
     async with trio.open_nursery() as nursery:
         ra = ReadAhead(ReadBudget(64 * MiB), nursery, max_inflight=4)
@@ -110,7 +112,9 @@ async def test_readahead_window_grows_fetches_concurrently_and_resets_on_seek(au
         nursery.cancel_scope.cancel()
 
 
-async def test_readahead_seek_and_close_cancel_fetches_in_flight(autojump_clock: trio.testing.MockClock) -> None:
+async def test_readahead_seek_and_close_cancel_fetches_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     obj = FakeObject(64 * MiB, delay=0.5)
     budget = ReadBudget(32 * MiB)
     async with trio.open_nursery() as nursery:
@@ -150,7 +154,9 @@ async def test_readahead_seek_and_close_cancel_fetches_in_flight(autojump_clock:
         nursery.cancel_scope.cancel()
 
 
-async def test_readahead_memory_budget_is_shared_and_respected(autojump_clock: trio.testing.MockClock) -> None:
+async def test_readahead_memory_budget_is_shared_and_respected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     objects = [FakeObject(24 * MiB, delay=0.005) for _ in range(3)]
     budget = ReadBudget(6 * MiB)
     peak_held = 0
@@ -176,7 +182,9 @@ async def test_readahead_memory_budget_is_shared_and_respected(autojump_clock: t
         nursery.cancel_scope.cancel()
 
 
-async def test_readahead_error_surfaces_then_retries(autojump_clock: trio.testing.MockClock) -> None:
+async def test_readahead_error_surfaces_then_retries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     obj = FakeObject(4 * MiB, delay=0.0)
     async with trio.open_nursery() as nursery:
         ra = ReadAhead(ReadBudget(8 * MiB), nursery)
@@ -187,7 +195,9 @@ async def test_readahead_error_surfaces_then_retries(autojump_clock: trio.testin
         nursery.cancel_scope.cancel()
 
 
-async def test_readahead_without_nursery_and_new_version(autojump_clock: trio.testing.MockClock) -> None:
+async def test_readahead_without_nursery_and_new_version(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     data = {"v": b"old" * 100}
 
     async def fetch(start: int, length: int) -> bytes:
