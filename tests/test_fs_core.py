@@ -10,21 +10,21 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection, errors
+from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
-from s3fmfs.fs.store import ListingPage, ObjectInfo, PutBody, PutResult
 from tests.servers import S3Server, unique_bucket
+from tests.stores import CountingStore
 
 # -- fixtures and helpers -------------------------------------------------------------------------
 
@@ -40,85 +40,6 @@ class FakeTimer:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class CountingStore:
-    """An ObjectStore wrapper that counts calls, and can fail or slow down some of them."""
-
-    def __init__(self, inner: S3Store) -> None:
-        self.inner = inner
-        self.calls: dict[str, int] = {}
-        self.fail_put = False
-        self.head_delay = 0.0
-        self.heads_in_flight = 0
-        self.max_heads_in_flight = 0
-
-    def count(self, name: str) -> int:
-        return self.calls.get(name, 0)
-
-    def total(self) -> int:
-        return sum(self.calls.values())
-
-    def _hit(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    async def list_page(
-        self, prefix: str, delimiter: str | None = None, max_keys: int = 1000
-    ) -> ListingPage:
-        self._hit("list")
-        return await self.inner.list_page(prefix, delimiter, max_keys)
-
-    async def iter_pages(
-        self, prefix: str, delimiter: str | None = None
-    ) -> AsyncGenerator[ListingPage, None]:
-        async for page in self.inner.iter_pages(prefix, delimiter):
-            self._hit("list")
-            yield page
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        self._hit("head")
-        self.heads_in_flight += 1
-        self.max_heads_in_flight = max(self.max_heads_in_flight, self.heads_in_flight)
-        try:
-            if self.head_delay:
-                await trio.sleep(self.head_delay)
-            return await self.inner.head(key)
-        finally:
-            self.heads_in_flight -= 1
-
-    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
-        self._hit("get")
-        return await self.inner.get_range(key, start, end)
-
-    async def put(
-        self,
-        key: str,
-        body: PutBody,
-        metadata: Mapping[str, str],
-        content_type: str | None = None,
-    ) -> PutResult:
-        self._hit("put")
-        if self.fail_put:
-            raise errors.InternalError(500, "InternalError", "injected", method="PUT")
-        return await self.inner.put(key, body, metadata, content_type)
-
-    async def copy(
-        self,
-        src: str,
-        dst: str,
-        metadata: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-    ) -> PutResult:
-        self._hit("copy")
-        return await self.inner.copy(src, dst, metadata, content_type)
-
-    async def delete(self, key: str) -> None:
-        self._hit("delete")
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> list[str]:
-        self._hit("delete_many")
-        return await self.inner.delete_many(keys)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 import trio
@@ -23,16 +23,14 @@ from s3fmfs.fs.options import MountOptions, parse_options
 from s3fmfs.fs.readahead import ReadAhead, ReadBudget
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.store import (
-    ListingPage,
     MultipartStore,
-    ObjectInfo,
     PartBody,
-    PutBody,
     PutResult,
     UploadedPart,
 )
 from s3fmfs.fs.uploader import MAX_PART, MAX_PARTS, part_size_for
 from tests.servers import S3Server, unique_bucket
+from tests.stores import CountingStore
 
 MiB = 1 << 20
 
@@ -234,43 +232,18 @@ def test_io_options() -> None:
 # -- through the core, over moto ---------------------------------------------------------------
 
 
-class IOStore:
-    """An ObjectStore + MultipartStore wrapper counting requests, GETs in flight, and able to
+class IOStore(CountingStore):
+    """The core tests' counting store, plus GETs in flight and multipart calls, able to
     fail parts or PUTs."""
 
     def __init__(self, inner: S3Store) -> None:
-        self.inner = inner
-        self.calls: dict[str, int] = {}
+        super().__init__(inner)
         self.get_delay = 0.0
         self.gets_in_flight = 0
         self.max_gets_in_flight = 0
         self.got = 0
         self.fail_parts = False
-        self.fail_put = False
         self.part_delay = 0.0
-
-    def count(self, name: str) -> int:
-        return self.calls.get(name, 0)
-
-    def _hit(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    async def list_page(
-        self, prefix: str, delimiter: str | None = None, max_keys: int = 1000
-    ) -> ListingPage:
-        self._hit("list")
-        return await self.inner.list_page(prefix, delimiter, max_keys)
-
-    async def iter_pages(
-        self, prefix: str, delimiter: str | None = None
-    ) -> AsyncGenerator[ListingPage, None]:
-        async for page in self.inner.iter_pages(prefix, delimiter):
-            self._hit("list")
-            yield page
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        self._hit("head")
-        return await self.inner.head(key)
 
     async def get_range(self, key: str, start: int, end: int | None) -> bytes:
         self._hit("get")
@@ -284,32 +257,6 @@ class IOStore:
             return data
         finally:
             self.gets_in_flight -= 1
-
-    async def put(
-        self, key: str, body: PutBody, metadata: Mapping[str, str], content_type: str | None = None
-    ) -> PutResult:
-        self._hit("put")
-        if self.fail_put:
-            raise errors.InternalError(500, "InternalError", "injected", method="PUT")
-        return await self.inner.put(key, body, metadata, content_type)
-
-    async def copy(
-        self,
-        src: str,
-        dst: str,
-        metadata: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-    ) -> PutResult:
-        self._hit("copy")
-        return await self.inner.copy(src, dst, metadata, content_type)
-
-    async def delete(self, key: str) -> None:
-        self._hit("delete")
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> list[str]:
-        self._hit("delete_many")
-        return await self.inner.delete_many(keys)
 
     async def create_multipart(
         self, key: str, metadata: Mapping[str, str], content_type: str | None = None

@@ -34,7 +34,8 @@ from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.store import ObjectInfo
 from tests.mount import log_tail, mounted
 from tests.servers import S3Server, unique_bucket
-from tests.test_fs_core import CountingStore, FakeTimer, listdir
+from tests.stores import CountingStore
+from tests.test_fs_core import FakeTimer, listdir
 
 PAGE = 10  # listing page size of these tests: N objects cost ceil(N / PAGE) LISTs
 N = 25
