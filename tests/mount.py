@@ -114,7 +114,7 @@ def _wait_mounted(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
         raise MountError(f"{mnt} in mountinfo but not os.path.ismount:\n{log_tail(mnt)}")
 
 
-def _unmount(mnt: Path) -> list[str]:
+def unmount(mnt: Path) -> list[str]:
     """Unmount ``mnt``; the problems met (empty: a clean ``fusermount3 -u``)."""
     if not is_mounted(mnt):
         return []
@@ -209,7 +209,7 @@ def mounted(
         body_done = True
     finally:
         _DAEMONS.pop(mnt, None)
-        problems = _unmount(mnt)
+        problems = unmount(mnt)
         problems += _stop(proc)
         if is_mounted(mnt):  # the daemon died with the mount up, or the lazy unmount failed
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)

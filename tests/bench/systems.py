@@ -31,11 +31,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.mount import is_mounted, s3fmfs_command
+from tests.mount import is_mounted, s3fmfs_command, unmount
 from tests.servers import S3Server
 
 MOUNT_TIMEOUT = 30.0
-UNMOUNT_TIMEOUT = 30.0
 EXIT_TIMEOUT = 120.0
 KILL_GRACE = 5.0
 
@@ -235,30 +234,6 @@ def _wait_mounted(mnt: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.05)
 
 
-def _unmount(mnt: Path) -> list[str]:
-    if not is_mounted(mnt):
-        return []
-    deadline = time.monotonic() + UNMOUNT_TIMEOUT
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            done = subprocess.run(
-                ["fusermount3", "-u", str(mnt)],
-                capture_output=True,
-                text=True,
-                timeout=UNMOUNT_TIMEOUT,
-                check=False,
-            )
-            last = done.stderr.strip() or f"status {done.returncode}"
-            if done.returncode == 0 or not is_mounted(mnt):
-                return []
-        except subprocess.TimeoutExpired:
-            last = "fusermount3 -u timed out"
-        time.sleep(0.2)
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False, timeout=60)
-    return [f"fusermount3 -u failed ({last}); lazily unmounted"]
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> list[str]:
     try:
         code = proc.wait(EXIT_TIMEOUT)
@@ -311,7 +286,7 @@ def fresh_mount(
         body_done = True
     finally:
         sampler.sample()
-        problems = _unmount(mnt)
+        problems = unmount(mnt)
         problems += _stop(proc)
         sampler.stop()
         mount.peak_rss = sampler.peak
