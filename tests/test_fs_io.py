@@ -219,11 +219,11 @@ def test_part_sizes_fit_5_tib_in_10000_parts() -> None:
 
 
 def test_io_options() -> None:
-    opts = parse_options(["readahead_mb=16,part_size_mb=32,upload_concurrency=8"])
-    assert (opts.readahead_mb, opts.part_size_mb, opts.upload_concurrency) == (16, 32, 8)
+    opts = parse_options(["readahead_mb=24,part_size_mb=32,upload_concurrency=8"])
+    assert (opts.readahead_mb, opts.part_size_mb, opts.upload_concurrency) == (24, 32, 8)
     defaults = MountOptions()
     assert (defaults.readahead_mb, defaults.part_size_mb, defaults.upload_concurrency) == (
-        32,
+        16,
         8,
         4,
     )

@@ -47,7 +47,7 @@ OPTIONS: dict[str, str] = {
     "CACHE being cache_dir, else ~/.cache/s3fmfs)",
     "log_file": "log to this file instead of syslog/the journal when running as a daemon",
     "debug": "log every request (like -d)",
-    "readahead_mb": "MiB of read-ahead all open files share, in memory (default 32)",
+    "readahead_mb": "MiB of read-ahead all open files share, in memory (default 16)",
     "part_size_mb": "MiB of the parts of multipart uploads (default 8, at least 5; grows)",
     "upload_concurrency": "parts of one file uploaded at once (default 4)",
     "read_concurrency": "ranged GETs of one open file in flight at once (default 4)",
@@ -134,7 +134,7 @@ class MountOptions:
     metacache_file: str | None = None
     log_file: str | None = None
     debug: bool = False
-    readahead_mb: int = 32
+    readahead_mb: int = 16
     part_size_mb: int = 8
     upload_concurrency: int = 4
     read_concurrency: int = 4
