@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.loopback import LoopbackTransport, loopback_transport
-from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3rver
+from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3_client, s3rver
 
 
 def _bypass_proxies() -> None:
@@ -45,6 +46,13 @@ def moto_auth() -> Iterator[S3Server]:
     """moto checking Signature V4 headers; ``.access_key_id``/``.secret_access_key`` are valid."""
     with moto_auth_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3(moto: S3Server) -> Any:
+    """A boto3 client of the ``moto`` server (path style, no retries), to set up and check
+    buckets behind the filesystem's back."""
+    return s3_client(moto)
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -126,6 +127,23 @@ class S3Server:
 def unique_bucket(prefix: str = "t") -> str:
     """A fresh DNS-compatible bucket name, so tests sharing a server never collide."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def s3_client(
+    server: S3Server, secret: str | None = None, key_id: str | None = None, attempts: int = 1
+) -> Any:
+    """A boto3 S3 client of ``server``, path style; by default no retries (errors show at once)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=key_id or server.access_key_id,
+        aws_secret_access_key=secret or server.secret_access_key,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": attempts}),
+    )
 
 
 def free_port() -> int:

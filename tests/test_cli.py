@@ -53,21 +53,6 @@ IGNORED_IN_FSTAB = [
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def s3(moto: S3Server) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint,
-        region_name=moto.region,
-        aws_access_key_id=moto.access_key_id,
-        aws_secret_access_key=moto.secret_access_key,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-
-
 @pytest.fixture
 def bucket(s3: Any) -> str:
     name = unique_bucket("cli")

@@ -47,22 +47,6 @@ pytestmark = pytest.mark.skipif(
 # --------------------------------------------------------------------------- fixtures, helpers
 
 
-@pytest.fixture(scope="session")
-def s3(moto: S3Server) -> Any:
-    """A boto3 client of the moto server, path style."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint,
-        region_name=moto.region,
-        aws_access_key_id=moto.access_key_id,
-        aws_secret_access_key=moto.secret_access_key,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-
-
 @pytest.fixture
 def bucket(s3: Any) -> str:
     name = unique_bucket("fs")

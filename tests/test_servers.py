@@ -12,19 +12,17 @@ from contextlib import AbstractContextManager
 from email.utils import formatdate
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import trio
 from botocore.auth import HmacV1Auth, HmacV1QueryAuth, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from s3fmfs.client._encoding import quote_key
 from tests.loopback import LoopbackTransport
-from tests.servers import S3Server, _answers, moto_server, s3rver, unique_bucket
+from tests.servers import S3Server, _answers, moto_server, s3_client, s3rver, unique_bucket
 
 Loopback = Callable[..., LoopbackTransport]
 
@@ -85,18 +83,6 @@ def error_code(response: httpx.Response) -> str:
     text = response.text
     start = text.find("<Code>")
     return text[start + 6 : text.find("</Code>")] if start >= 0 else ""
-
-
-def s3_client(server: S3Server, secret: str | None = None, key_id: str | None = None) -> Any:
-    """A boto3 S3 client for ``server``, path style, no retries (errors show at once)."""
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name=server.region,
-        aws_access_key_id=key_id or server.access_key_id,
-        aws_secret_access_key=secret or server.secret_access_key,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
 
 
 # --- moto -----------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import pytest
 from s3fmfs import mount_helper, sdnotify
 from s3fmfs.fs import options as fs_options
 from tests.mount import is_mounted, mounted
-from tests.servers import S3Server, free_port, unique_bucket
+from tests.servers import S3Server, free_port, s3_client, unique_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -146,25 +146,6 @@ def installed() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- S3 and mount helpers
-
-
-@pytest.fixture(scope="module")
-def s3(moto: S3Server) -> Any:
-    return boto3_client(moto)
-
-
-def boto3_client(server: S3Server) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name=server.region,
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
 
 
 def body(s3: Any, bucket: str, key: str) -> bytes:
@@ -622,7 +603,7 @@ def test_fstab_line(moto_auth: S3Server, installed: None, tmp_path: Path, fstype
 
     moto checks signatures here: the mount works only if s3fmfs read the right key pair.
     """
-    s3 = boto3_client(moto_auth)
+    s3 = s3_client(moto_auth, attempts=5)
     bucket = new_bucket(s3)
     mnt = mountpoint(tmp_path)
     creds = credentials(moto_auth, tmp_path)
