@@ -7,7 +7,8 @@ Invariants:
   code, which a HEAD cannot) with a short retry budget, so a wrong secret, a missing bucket or an
   unreachable endpoint is reported within seconds, as one line (:func:`describe_failure`).
 - The mount is announced (``Reporter.ready``, then ``READY=1`` to systemd) only once it is
-  live: ``os.path.ismount`` is true, which needs ``pyfuse3.main`` to answer the kernel.
+  live: ``os.path.ismount`` is true, which needs ``pyfuse3.main`` to answer the kernel. Just
+  before, as root, the kernel's read-ahead on it is raised (``raise_read_ahead``, best effort).
 - SIGINT/SIGTERM call ``pyfuse3.terminate()`` (through trio's signal handling, on the trio
   thread); when ``main`` returns for any reason, ``STOPPING=1`` goes to systemd and every
   dirty file is uploaded before ``pyfuse3.close(unmount=True)``, shielded from cancellation.
@@ -58,6 +59,10 @@ CHECK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, total_t
 CHECK_CONNECT_TIMEOUT = 5.0
 #: How long the mount may take to answer its first ``stat`` before it is declared failed.
 READY_TIMEOUT = 30.0
+#: The kernel's read-ahead on the mount, KiB. FUSE_INIT leaves the mount's bdi at 128 KiB, so a
+#: sequential reader's pages are asked for 128 KiB at a time; at 1 MiB the kernel sends reads of
+#: 1 MiB, an eighth of the requests (measured: a fifth less daemon CPU per byte read).
+READ_AHEAD_KB = 1024
 
 
 @dataclass(repr=False)
@@ -242,8 +247,29 @@ async def _announce_when_live(config: MountConfig, reporter: Reporter) -> None:
         f":/{config.prefix}" if config.prefix else "",
         config.mountpoint,
     )
+    await trio.to_thread.run_sync(raise_read_ahead, config.mountpoint)
     reporter.ready()
     sd_notify("READY=1")
+
+
+def raise_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> None:
+    """Best effort, as root: raise the mount's bdi ``read_ahead_kb`` to ``kb`` (never lower it).
+
+    Only once the mount is live: the kernel sets it when the daemon answers FUSE_INIT (inside
+    ``pyfuse3.main``), undoing a value written right after ``pyfuse3.init``. A ``stat`` of the
+    mountpoint, so never on the trio thread (the filesystem answers it). A failure is a debug
+    line: reads work the same, with more requests."""
+    if os.geteuid() != 0:
+        return
+    try:
+        dev = os.stat(mountpoint).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path, "r+") as bdi:
+            if int(bdi.read().strip() or 0) < kb:
+                bdi.seek(0)
+                bdi.write(str(kb))
+    except (OSError, ValueError) as exc:
+        log.debug("read_ahead_kb of %s left as it was: %s", mountpoint, exc)
 
 
 async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:

@@ -1,34 +1,44 @@
-"""The data path: read-ahead (window, concurrency, cancellation, memory budget), keep_cache, and
-streaming multipart uploads (parts while writing, fallbacks, failures).
+"""The data path: read-ahead (streamed blocks, window, concurrency, cancellation, memory budget),
+keep_cache, and streaming multipart uploads (parts while writing, fallbacks, failures).
 
-Read-ahead is tested alone over a fake fetch with latency, then through the core over moto with
-an ``IOStore`` wrapper that counts requests (and GETs in flight) and can fail some of them.
+Read-ahead is tested alone over a fake streamed GET with latency and pace, the streamed GET
+under it over a scripted server (resumed after a reset, answers longer than asked), then through
+the core over moto with an ``IOStore`` wrapper that counts requests (and GETs in flight) and can
+fail some of them, and once through a real mount (the kernel's read-ahead of 1 MiB).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection, errors
+from s3fmfs.client import CallingFormat, RetryPolicy, S3fmAuthConnection, errors
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.options import MountOptions, parse_options
-from s3fmfs.fs.readahead import ReadAhead, ReadBudget
+from s3fmfs.fs.readahead import PART_SIZE, PAUSE_LIMIT, SLACK, ReadAhead, ReadBudget
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.store import (
     MultipartStore,
     PartBody,
     PutResult,
+    Sink,
+    StreamingStore,
     UploadedPart,
 )
 from s3fmfs.fs.uploader import MAX_PART, MAX_PARTS, part_size_for
+from s3fmfs.mount import READ_AHEAD_KB
+from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
 from tests.stores import CountingStore
 
@@ -36,20 +46,29 @@ MiB = 1 << 20
 
 # -- read-ahead alone --------------------------------------------------------------------------
 
+CHUNK = 64 << 10
+
 
 class FakeObject:
-    """An object behind a fetch with latency, counting fetches and those in flight."""
+    """An object behind a streamed GET: ``delay`` before the first byte, then chunks of
+    ``chunk`` bytes, ``pace`` seconds apart; it counts GETs, those in flight and cancelled,
+    and fails when told (before the first byte, or at an offset)."""
 
-    def __init__(self, size: int, delay: float = 0.01) -> None:
-        self.content = bytes(i % 251 for i in range(size))
+    def __init__(
+        self, size: int, delay: float = 0.01, *, chunk: int = CHUNK, pace: float = 0.0
+    ) -> None:
+        self.content = (bytes(range(251)) * (size // 251 + 1))[:size]
         self.delay = delay
+        self.chunk = chunk
+        self.pace = pace
         self.fetched: list[tuple[int, int]] = []
         self.inflight = 0
         self.max_inflight = 0
         self.cancelled = 0
         self.fail_next = 0
+        self.fail_at: int | None = None  # the next GET to reach this offset fails there
 
-    async def fetch(self, start: int, length: int) -> bytes:
+    async def stream(self, start: int, length: int, sink: Sink) -> None:
         self.fetched.append((start, length))
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
@@ -58,7 +77,17 @@ class FakeObject:
             if self.fail_next:
                 self.fail_next -= 1
                 raise errors.InternalError(500, "InternalError", "injected", method="GET")
-            return self.content[start : start + length]
+            pos, end = start, min(start + length, len(self.content))
+            while pos < end:
+                if self.fail_at is not None and pos == self.fail_at:
+                    self.fail_at = None
+                    raise errors.S3ProtocolError("connection reset", method="GET")
+                stop = min(end, pos + self.chunk)
+                if self.fail_at is not None and pos < self.fail_at < stop:
+                    stop = self.fail_at
+                await sink(self.content[pos:stop])
+                pos = stop
+                await trio.sleep(self.pace)
         except trio.Cancelled:
             self.cancelled += 1
             raise
@@ -73,7 +102,7 @@ async def read_sequentially(
     out: dict[int, bytes] = {}
 
     async def one(offset: int) -> None:
-        out[offset] = await ra.read(offset, chunk, len(obj.content), 0, obj.fetch)
+        out[offset] = await ra.read(offset, chunk, len(obj.content), 0, obj.stream)
 
     for base in range(start, stop, 4 * chunk):
         async with trio.open_nursery() as nursery:
@@ -90,23 +119,74 @@ async def test_readahead_window_grows_fetches_concurrently_and_resets_on_seek(
         ra = ReadAhead(ReadBudget(64 * MiB), nursery, max_inflight=4)
         # the kernel's first read comes alone; then several at a time (trio may run those in
         # any order: the detector must not take that for a seek)
-        first = await ra.read(0, 128 << 10, len(obj.content), 0, obj.fetch)
+        first = await ra.read(0, 128 << 10, len(obj.content), 0, obj.stream)
         rest = await read_sequentially(ra, obj, 128 << 10, len(obj.content))
         assert first + rest == obj.content
         lengths = [length for _, length in obj.fetched]
         assert lengths[0] == MiB  # a first read fetches one small block
         assert lengths[1:4] == sorted(lengths[1:4])  # then bigger ones
-        assert max(lengths) == 8 * MiB  # parts of at most part_size
+        assert max(lengths) == PART_SIZE  # parts of at most part_size
         assert ra.window == 64 * MiB
         assert 2 <= obj.max_inflight <= 4
         assert sum(lengths) <= len(obj.content) + MiB  # nothing fetched twice
         # a seek: back to one small block, the window starts again
         obj.fetched.clear()
         assert (
-            await ra.read(5 * MiB + 3, 10, len(obj.content), 0, obj.fetch)
+            await ra.read(5 * MiB + 3, 10, len(obj.content), 0, obj.stream)
             == (obj.content[5 * MiB + 3 : 5 * MiB + 13])
         )
         assert obj.fetched == [(5 * MiB + 3, MiB)] and ra.window == MiB and ra.seeks == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_readahead_read_returns_as_soon_as_its_bytes_arrive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a block of 64 chunks, one every millisecond after 10 ms: whole after 74 ms
+    obj = FakeObject(32 * MiB, delay=0.01, pace=0.001)
+    async with trio.open_nursery() as nursery:
+        ra = ReadAhead(ReadBudget(16 * MiB), nursery, min_window=4 * MiB)
+        start = trio.current_time()
+        assert await ra.read(0, 4096, len(obj.content), 0, obj.stream) == obj.content[:4096]
+        assert trio.current_time() - start < 0.012  # its first chunk, not the block
+        assert obj.fetched == [(0, 4 * MiB)] and obj.inflight == 1
+        offset = 3 * MiB
+        data = await ra.read(offset, 4096, len(obj.content), 0, obj.stream)
+        assert data == obj.content[offset : offset + 4096]
+        # chunk 49 of the block arrived; the block is still coming
+        assert 0.055 < trio.current_time() - start < 0.065
+        assert (0, 4 * MiB) in obj.fetched and obj.inflight >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_readahead_releases_chunks_as_the_reader_passes_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    obj = FakeObject(64 * MiB, delay=0.001)
+    budget = ReadBudget(16 * MiB)
+    async with trio.open_nursery() as nursery:
+        ra = ReadAhead(budget, nursery, max_inflight=4)
+        size = 128 << 10
+        for offset in range(0, 24 * MiB, size):
+            data = await ra.read(offset, size, len(obj.content), 0, obj.stream)
+            assert data == obj.content[offset : offset + size]
+            # what the reader passed (but SLACK) is gone, block or no block
+            assert ra.front >= offset + size - SLACK - CHUNK
+            assert budget.used == ra.held <= budget.limit + 4 * CHUNK + size
+        assert obj.max_inflight >= 2  # GETs ahead went on while their block was read
+        # the reader stops: the GETs ahead stop too, memory stays within the budget
+        await trio.sleep(1)
+        assert obj.inflight >= 1 and budget.used <= budget.limit + 4 * CHUNK
+        assert ra.held == budget.used
+        requested = sum(length for _, length in obj.fetched)
+        assert requested > 24 * MiB + budget.limit  # asked for more than it may hold
+        # a reader gone for good: after PAUSE_LIMIT the GETs ahead give their connections up
+        await trio.sleep(PAUSE_LIMIT)
+        assert obj.inflight == 0 and ra.gave_up >= 1
+        out = await read_sequentially(ra, obj, 24 * MiB, 40 * MiB)
+        assert out == obj.content[24 * MiB : 40 * MiB] and ra.seeks == 0
+        ra.close()
+        assert budget.used == 0
         nursery.cancel_scope.cancel()
 
 
@@ -118,35 +198,35 @@ async def test_readahead_seek_and_close_cancel_fetches_in_flight(
     async with trio.open_nursery() as nursery:
         ra = ReadAhead(budget, nursery, max_inflight=4)
         with trio.move_on_after(0.2):  # a reader whose fetches ahead are still on their way
-            await ra.read(0, 4096, len(obj.content), 0, obj.fetch)
+            await ra.read(0, 4096, len(obj.content), 0, obj.stream)
         obj.delay = 0.0
-        await ra.read(0, 4096, len(obj.content), 0, obj.fetch)
-        await ra.read(4096, 4096, len(obj.content), 0, obj.fetch)
+        await ra.read(0, 4096, len(obj.content), 0, obj.stream)
+        await ra.read(4096, 4096, len(obj.content), 0, obj.stream)
         obj.delay = 0.5
-        await ra.read(MiB, 4096, len(obj.content), 0, obj.fetch)  # schedules ahead
+        await ra.read(MiB, 4096, len(obj.content), 0, obj.stream)  # schedules ahead
         await trio.sleep(0.05)
         assert obj.inflight >= 1
         ahead = obj.inflight
         ra.close()  # release
         await trio.sleep(0.01)
         assert obj.inflight == 0 and obj.cancelled >= ahead
-        assert budget.used == 0
-        # a seek cancels too
-        ra2 = ReadAhead(budget, nursery, max_inflight=4)
-        obj.delay = 0.0
-        await ra2.read(0, 4096, len(obj.content), 0, obj.fetch)
-        obj.delay = 0.5
-        await ra2.read(4096, 4096, len(obj.content), 0, obj.fetch)
+        assert budget.used == 0 and ra.held == 0
+        # a seek cancels too, and what the old GETs streamed is given back
+        ra2 = ReadAhead(budget, nursery, max_inflight=4, min_window=4 * MiB)
+        obj.delay, obj.pace = 0.0, 0.01
+        await ra2.read(0, 4096, len(obj.content), 0, obj.stream)
+        await ra2.read(4096, 4096, len(obj.content), 0, obj.stream)
         await trio.sleep(0.05)
         before = obj.cancelled
-        assert obj.inflight >= 1
-        obj.delay = 0.0
+        assert obj.inflight >= 1 and budget.used > 0
+        obj.pace = 0.0
         far = 50 * MiB
         assert (
-            await ra2.read(far, 10, len(obj.content), 0, obj.fetch) == obj.content[far : far + 10]
+            await ra2.read(far, 10, len(obj.content), 0, obj.stream) == obj.content[far : far + 10]
         )
         await trio.sleep(0.01)
         assert obj.cancelled > before and obj.inflight == 0
+        assert budget.used == ra2.held <= 4 * MiB and ra2.front >= far  # the new block alone
         ra2.close()
         assert budget.used == 0
         nursery.cancel_scope.cancel()
@@ -157,23 +237,21 @@ async def test_readahead_memory_budget_is_shared_and_respected(
 ) -> None:
     objects = [FakeObject(24 * MiB, delay=0.005) for _ in range(3)]
     budget = ReadBudget(6 * MiB)
-    peak_held = 0
+    size = 128 << 10
     async with trio.open_nursery() as nursery:
         handles = [ReadAhead(budget, nursery, max_inflight=4) for _ in objects]
 
         async def reader(ra: ReadAhead, obj: FakeObject) -> None:
-            nonlocal peak_held
-            for offset in range(0, len(obj.content), 128 << 10):
-                data = await ra.read(offset, 128 << 10, len(obj.content), 0, obj.fetch)
-                assert data == obj.content[offset : offset + (128 << 10)]
-                peak_held = max(peak_held, sum(h.held for h in handles))
+            for offset in range(0, len(obj.content), size):
+                data = await ra.read(offset, size, len(obj.content), 0, obj.stream)
+                assert data == obj.content[offset : offset + size]
+                assert budget.used == sum(h.held for h in handles)
 
         async with trio.open_nursery() as readers:
             for ra, obj in zip(handles, objects, strict=True):
                 readers.start_soon(reader, ra, obj)
-        # over the limit only by the blocks readers were waiting for (one small one each)
-        assert budget.peak <= budget.limit + len(handles) * MiB
-        assert peak_held == budget.peak or peak_held <= budget.peak
+        # over the limit by at most a chunk per GET in flight and what the readers waited for
+        assert budget.peak <= budget.limit + len(handles) * (4 * CHUNK + size)
         for ra in handles:
             ra.close()
         assert budget.used == 0
@@ -188,8 +266,49 @@ async def test_readahead_error_surfaces_then_retries(
         ra = ReadAhead(ReadBudget(8 * MiB), nursery)
         obj.fail_next = 1
         with pytest.raises(errors.InternalError):
-            await ra.read(0, 10, len(obj.content), 0, obj.fetch)
-        assert await ra.read(0, 10, len(obj.content), 0, obj.fetch) == obj.content[:10]
+            await ra.read(0, 10, len(obj.content), 0, obj.stream)
+        assert await ra.read(0, 10, len(obj.content), 0, obj.stream) == obj.content[:10]
+        nursery.cancel_scope.cancel()
+
+
+async def test_readahead_error_mid_stream_is_the_error_of_the_reads_past_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    obj = FakeObject(16 * MiB, delay=0.0)
+    broken = 3 * MiB + 100
+    obj.fail_at = broken
+    async with trio.open_nursery() as nursery:
+        ra = ReadAhead(ReadBudget(16 * MiB), nursery, min_window=4 * MiB)
+        assert await ra.read(0, 4096, len(obj.content), 0, obj.stream) == obj.content[:4096]
+        await trio.sleep(0.1)  # the GET broke at `broken`
+        assert obj.fetched == [(0, 4 * MiB)]
+        # the bytes that arrived before the break are served
+        data = await ra.read(2 * MiB, MiB, len(obj.content), 0, obj.stream)
+        assert data == obj.content[2 * MiB : 3 * MiB]
+        # the read that needs a byte past it gets the error
+        with pytest.raises(errors.S3ProtocolError):
+            await ra.read(3 * MiB, 4096, len(obj.content), 0, obj.stream)
+        assert [start for start, _ in obj.fetched].count(broken) == 0
+        # the next read fetches on from where the bytes stopped, the data whole
+        data = await ra.read(3 * MiB, MiB, len(obj.content), 0, obj.stream)
+        assert data == obj.content[3 * MiB : 4 * MiB]
+        assert [start for start, _ in obj.fetched].count(broken) == 1 and ra.seeks == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_readahead_late_read_behind_the_kept_bytes_is_fetched_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    obj = FakeObject(32 * MiB, delay=0.001)
+    async with trio.open_nursery() as nursery:
+        ra = ReadAhead(ReadBudget(16 * MiB), nursery)
+        await read_sequentially(ra, obj, 0, 8 * MiB)
+        late = ra.front - 100_000
+        assert late > 0
+        obj.fetched.clear()
+        data = await ra.read(late, 4096, len(obj.content), 0, obj.stream)
+        assert data == obj.content[late : late + 4096]
+        assert obj.fetched == [(late, 4096)] and ra.seeks == 0
         nursery.cancel_scope.cancel()
 
 
@@ -198,16 +317,123 @@ async def test_readahead_without_nursery_and_new_version(
 ) -> None:
     data = {"v": b"old" * 100}
 
-    async def fetch(start: int, length: int) -> bytes:
-        return data["v"][start : start + length]
+    async def stream(start: int, length: int, sink: Sink) -> None:
+        await sink(data["v"][start : start + length])
 
     ra = ReadAhead(ReadBudget(MiB), None, min_window=16)
-    assert await ra.read(0, 3, 300, 0, fetch) == b"old"
+    assert await ra.read(0, 3, 300, 0, stream) == b"old"
     data["v"] = b"new" * 100
-    assert await ra.read(0, 3, 300, 0, fetch) == b"old"  # kept
-    assert await ra.read(0, 3, 300, 1, fetch) == b"new"  # the content changed here
-    assert await ra.read(298, 10, 300, 1, fetch) == b"ew"  # short at the end
-    assert await ra.read(300, 10, 300, 1, fetch) == b""
+    assert await ra.read(0, 3, 300, 0, stream) == b"old"  # kept
+    assert await ra.read(0, 3, 300, 1, stream) == b"new"  # the content changed here
+    assert await ra.read(298, 10, 300, 1, stream) == b"ew"  # short at the end
+    assert await ra.read(300, 10, 300, 1, stream) == b""
+    # the size unknown: the object ends where the bytes stop
+    assert await ra.read(250, 100, None, 2, stream) == data["v"][250:]
+    assert await ra.read(300, 100, None, 2, stream) == b""
+
+
+# -- the streamed GET under the read-ahead (S3Store over a scripted server) --------------------
+
+
+class _ResetAfter(httpx.AsyncByteStream):
+    """A body that breaks after its first bytes (a connection reset mid-download)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+        raise httpx.ReadError("[Errno 104] Connection reset by peer")
+
+
+def scripted_store(
+    content: bytes, answer: Callable[[int, int, int], httpx.Response | None]
+) -> tuple[S3Store, list[httpx.Request]]:
+    """An S3Store whose server answers ranged GETs of ``content``; ``answer(attempt, first,
+    last)`` may script an answer (None: the right one)."""
+    requests: list[httpx.Request] = []
+    etag = '"v1"'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        first, _, last = request.headers["range"].removeprefix("bytes=").partition("-")
+        a, b = int(first), int(last) if last else len(content) - 1
+        scripted = answer(len(requests), a, b)
+        if scripted is not None:
+            return scripted
+        headers = {"etag": etag, "content-range": f"bytes {a}-{b}/{len(content)}"}
+        return httpx.Response(206, headers=headers, stream=httpx.ByteStream(content[a : b + 1]))
+
+    conn = S3fmAuthConnection(
+        "AKID",
+        "SECRET",
+        False,
+        "s3.test",
+        9000,
+        CallingFormat.PATH,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(base_delay=0.001, max_delay=0.01),
+    )
+    return S3Store(conn, "bucket"), requests
+
+
+async def collect_range(store: S3Store, start: int, end: int) -> bytes:
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await store.get_range_into("key", start, end, sink)
+    return b"".join(chunks)
+
+
+async def test_streamed_get_resumes_after_a_reset_of_the_same_version() -> None:
+    content = pattern(MiB)
+
+    def answer(attempt: int, first: int, last: int) -> httpx.Response | None:
+        if attempt > 1:
+            return None
+        headers = {"etag": '"v1"', "content-length": str(last + 1 - first)}
+        return httpx.Response(206, headers=headers, stream=_ResetAfter(content[first:300_000]))
+
+    store, requests = scripted_store(content, answer)
+    async with store.conn:
+        assert await collect_range(store, 1000, 600_000) == content[1000:600_001]
+    assert [r.headers["range"] for r in requests] == ["bytes=1000-600000", "bytes=300000-600000"]
+    assert "if-match" not in requests[0].headers and requests[1].headers["if-match"] == '"v1"'
+
+
+async def test_streamed_get_is_not_retried_for_what_its_sink_raised() -> None:
+    store, requests = scripted_store(pattern(MiB), lambda attempt, first, last: None)
+
+    async def sink(chunk: bytes) -> None:
+        raise errors.S3ProtocolError("the caller's own", method="GET")
+
+    async with store.conn:
+        with pytest.raises(errors.S3ProtocolError, match="the caller's own"):
+            await store.get_range_into("key", 0, 1000, sink)
+    assert len(requests) == 1
+
+
+async def test_streamed_get_takes_only_the_range_of_a_longer_answer() -> None:
+    content = pattern(MiB)
+
+    def whole(attempt: int, first: int, last: int) -> httpx.Response | None:
+        return httpx.Response(200, stream=httpx.ByteStream(content))  # Range ignored
+
+    store, _ = scripted_store(content, whole)
+    async with store.conn:
+        assert await collect_range(store, 5000, 5999) == content[5000:6000]
+
+    def everything(attempt: int, first: int, last: int) -> httpx.Response | None:
+        # s3rver answers bytes=0-0 with all of the object
+        headers = {"content-range": f"bytes 0-{len(content) - 1}/{len(content)}"}
+        return httpx.Response(206, headers=headers, stream=httpx.ByteStream(content))
+
+    store, _ = scripted_store(content, everything)
+    async with store.conn:
+        assert await collect_range(store, 0, 0) == content[:1]
+        assert await collect_range(store, 10, 19) == content[10:20]
 
 
 def test_part_sizes_fit_5_tib_in_10000_parts() -> None:
@@ -233,8 +459,8 @@ def test_io_options() -> None:
 
 
 class IOStore(CountingStore):
-    """The core tests' counting store, plus GETs in flight and multipart calls, able to
-    fail parts or PUTs."""
+    """The core tests' counting store, plus GETs in flight (streamed, as S3Store's) and
+    multipart calls, able to fail parts, PUTs, or a streamed GET at an offset."""
 
     def __init__(self, inner: S3Store) -> None:
         super().__init__(inner)
@@ -244,6 +470,31 @@ class IOStore(CountingStore):
         self.got = 0
         self.fail_parts = False
         self.part_delay = 0.0
+        self.fail_get_at: int | None = None  # the next streamed GET past it breaks there
+
+    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
+        self._hit("get")
+        self.gets_in_flight += 1
+        self.max_gets_in_flight = max(self.max_gets_in_flight, self.gets_in_flight)
+        pos = start
+
+        async def counted(chunk: bytes) -> None:
+            nonlocal pos
+            broken = self.fail_get_at
+            if broken is not None and pos <= broken < pos + len(chunk):
+                self.fail_get_at = None
+                await sink(chunk[: broken - pos])
+                raise errors.S3ProtocolError("injected reset", method="GET")
+            pos += len(chunk)
+            self.got += len(chunk)
+            await sink(chunk)
+
+        try:
+            if self.get_delay:
+                await trio.sleep(self.get_delay)
+            await self.inner.get_range_into(key, start, end, counted)
+        finally:
+            self.gets_in_flight -= 1
 
     async def get_range(self, key: str, start: int, end: int | None) -> bytes:
         self._hit("get")
@@ -306,7 +557,7 @@ async def raw(conn: S3fmAuthConnection) -> S3Store:
 async def core(raw: S3Store) -> AsyncIterator[tuple[FsCore, IOStore]]:
     """A core with its background nursery, as a mount runs it (parts of 5 MiB)."""
     store = IOStore(raw)
-    assert isinstance(store, MultipartStore)
+    assert isinstance(store, MultipartStore) and isinstance(store, StreamingStore)
     opts = MountOptions(uid=1000, gid=1000, part_size_mb=5, readahead_mb=32)
     fs = FsCore(store, opts)
     async with trio.open_nursery() as nursery:
@@ -386,6 +637,50 @@ async def test_release_and_seek_cancel_pending_gets(
         while store.gets_in_flight:
             await trio.sleep(0.01)
     await fs.release(fh)
+
+
+async def test_read_error_mid_stream_is_the_reads_error_then_retried(
+    core: tuple[FsCore, IOStore], raw: S3Store
+) -> None:
+    fs, store = core
+    content = pattern(12 * MiB, seed=3)
+    await raw.put("big", content, {})
+    ino, _ = await fs.lookup(ROOT_INODE, b"big")
+    fh = await fs.open(ino, os.O_RDONLY)
+    broken = 6 * MiB + 12345
+    store.fail_get_at = broken
+    size = 128 << 10
+    out = bytearray()
+    failed_at = None
+    for offset in range(0, len(content), size):
+        try:
+            out += await fs.read(fh, offset, size)
+        except errors.S3ProtocolError:
+            assert failed_at is None  # one read fails, the one that needed the lost bytes
+            failed_at = offset
+            out += await fs.read(fh, offset, size)  # and the same read again works
+    assert failed_at is not None and failed_at <= broken < failed_at + size
+    assert bytes(out) == content
+    await fs.release(fh)
+    assert fs.read_budget.used == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bdi's read_ahead_kb is root's")
+def test_mount_reads_ahead_in_1_mib_requests(moto: S3Server, s3: Any, tmp_path: Path) -> None:
+    bucket = unique_bucket("ra")
+    s3.create_bucket(Bucket=bucket)
+    content = pattern(24 * MiB, seed=5)
+    s3.put_object(Bucket=bucket, Key="big", Body=content)
+    with mounted(moto, bucket, tmp_path=tmp_path) as mnt:
+        dev = os.stat(mnt).st_dev
+        bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        deadline = time.monotonic() + 5  # set once the mount is live, just after
+        while bdi.read_text().strip() != str(READ_AHEAD_KB) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert bdi.read_text().strip() == str(READ_AHEAD_KB)
+        with open(mnt / "big", "rb") as f:
+            got = b"".join(iter(lambda: f.read(MiB), b""))
+        assert got == content
 
 
 async def test_keep_cache_follows_the_etag(core: tuple[FsCore, IOStore], raw: S3Store) -> None:

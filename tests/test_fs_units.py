@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from s3fmfs.client import errors as s3
 from s3fmfs.fs.attrs import Attr, Defaults, Kind, attr_from_object, metadata_of, parse_s3_time
@@ -25,6 +28,8 @@ from s3fmfs.fs.options import (
     parse_bucket,
     parse_options,
 )
+from s3fmfs.fs.readahead import ReadBudget
+from s3fmfs.mount import raise_read_ahead
 
 DEFAULTS = Defaults(uid=1, gid=2, file_mode=0o644, dir_mode=0o755)
 
@@ -181,6 +186,41 @@ def test_every_option_has_help_and_parses() -> None:
         except OptionError:
             parse_options([f"{name}={value}"])
     assert defaults.stat_ttl > 0 and defaults.dir_ttl > 0 and defaults.neg_ttl > 0
+
+
+# -- read-ahead ---------------------------------------------------------------------------------
+
+
+async def test_read_budget_wakes_the_gets_waiting_for_room() -> None:
+    budget = ReadBudget(100)
+    budget.take(100)
+    assert budget.full
+    woken: list[str] = []
+
+    async def waiting(name: str, event: trio.Event) -> None:
+        await budget.wait_for_room(event)
+        woken.append(name)
+
+    async with trio.open_nursery() as nursery:
+        events = [trio.Event(), trio.Event()]
+        for name, event in zip("ab", events, strict=True):
+            nursery.start_soon(waiting, name, event)
+        await trio.testing.wait_all_tasks_blocked()
+        budget.give(0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == []  # still full
+        events[1].set()  # a read waits for b's block: b goes on, room or not
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == ["b"]
+        budget.give(1)  # room
+    assert woken == ["b", "a"] and not budget.full and budget.peak == 100
+
+
+def test_raise_read_ahead_is_best_effort(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "s3fmfs")
+    raise_read_ahead(str(tmp_path / "not-a-mount"))  # no error, whoever runs it
+    if os.geteuid() == 0:
+        assert "read_ahead_kb" in caplog.text
 
 
 def test_path_style_hosts() -> None:

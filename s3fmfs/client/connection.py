@@ -15,7 +15,7 @@ import contextlib
 import datetime
 import hashlib
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import IO, Any
 
 import httpx
@@ -305,6 +305,25 @@ class S3fmAuthConnection:
             yield StreamingGetResponse(resp, f"/{bucket}/{key}")
         finally:
             await resp.aclose()
+
+    async def get_into(
+        self,
+        bucket: str,
+        key: str,
+        sink: Callable[[bytes], Awaitable[object]],
+        headers: Mapping[str, str] | None = None,
+        *,
+        byte_range: tuple[int, int | None] | None = None,
+    ) -> Response:
+        """Read an object (or ``byte_range``), handing each chunk to ``sink`` as it arrives.
+
+        Unlike ``get_stream``, a connection lost mid-body is retried, from the first byte not
+        yet handed over and of the same version, so ``sink`` sees every byte exactly once.
+        Nothing more is read until ``sink`` returns.
+        """
+        start, end = byte_range if byte_range is not None else (0, None)
+        resp = await self._engine.get_into(bucket, key, _lower(headers), start, end, sink)
+        return Response(resp)
 
     async def head(
         self, bucket: str, key: str, headers: Mapping[str, str] | None = None

@@ -16,13 +16,15 @@ Invariants:
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
 
-- HEADs run concurrently where there are many (readdirplus batches, probes), never more
-  than ``CONCURRENCY`` at once for the whole mount (``limiter``). A listed object whose
+- HEADs run concurrently where there are many (a directory's entries, started page by page
+  while the rest is still being listed; probes), never more than ``CONCURRENCY`` at once for
+  the whole mount (``limiter``). A listed object whose
   version (ETag + LastModified) the ``MetaCache`` knows is not HEADed at all; every HEAD
   answer goes to it (it keeps those of listed versions, for later mounts).
 - Reads of an unbuffered file are ranged GETs through the handle's ``ReadAhead``: several
-  in flight at once ahead of a sequential reader, in the core's nursery, within the mount's
-  ``ReadBudget`` (``readahead_mb``); release and seeks cancel them.
+  in flight at once ahead of a sequential reader, in the core's nursery, streamed (a read
+  waits for its own bytes only; the store's ``get_range_into`` when it has one), the bytes
+  held within the mount's ``ReadBudget`` (``readahead_mb``); release and seeks cancel them.
 - A new or truncated-to-zero file written sequentially streams its parts to a multipart
   upload while it is written (``uploader.StreamingUpload``, in ``streams``); flush completes
   it. Anything else (a write behind the parts, a truncation, a rename, an unlink, a failed
@@ -70,9 +72,9 @@ from .keys import KeyMap, decode_name, encode_name, is_under, join, name_of, par
 from .metacache import MetaCache
 from .options import MountOptions
 from .readahead import ReadAhead, ReadBudget
-from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult
+from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult, Sink, StreamingStore
 from .uploader import StreamingUpload
-from .writebuf import WriteBuffer
+from .writebuf import MemoryPool, WriteBuffer
 
 log = logging.getLogger("s3fmfs.fs")
 
@@ -149,6 +151,8 @@ class FsCore:
         self.keys = KeyMap(prefix)
         self.clock = clock
         self.tmpdir = tmpdir
+        #: what small files' write buffers hold in memory, all together
+        self.write_memory = MemoryPool()
         opts = self.options
         self.defaults = Defaults(opts.uid, opts.gid, opts.default_file_mode, opts.default_dir_mode)
         self.cache = MetadataCache(opts.stat_ttl, opts.dir_ttl, opts.neg_ttl, timer)
@@ -379,19 +383,26 @@ class FsCore:
 
     # -- directories ----------------------------------------------------------------------------
 
-    async def _list_dir(self, path: str) -> Listing:
-        """Entries of directory ``path`` from the bucket (every page) or the cache."""
+    async def _list_dir(
+        self, path: str, on_page: Callable[[Listing], None] | None = None
+    ) -> Listing:
+        """Entries of directory ``path`` from the bucket (every page) or the cache.
+
+        ``on_page`` sees each page's entries as soon as it is read (not for a cached listing),
+        so that their HEADs can start while the next pages are listed."""
         cached = self.cache.listing(path)
         if cached is not None:
             return cached
         prefix = self.keys.dir_prefix(path)
         dirs: Listing = {}
         files: Listing = {}
-        listed: dict[str, ObjectInfo] = {}  # name → listed version, for the metadata cache
         complete = self.options.nometa
         implicit = implicit_dir(self.defaults, self.mount_time).with_changes(complete=complete)
         async with contextlib.aclosing(self.store.iter_pages(prefix, "/")) as pages:
             async for page in pages:
+                page_files: Listing = {}
+                page_dirs: Listing = {}
+                listed: dict[str, ObjectInfo] = {}  # name → listed version, for the metacache
                 for obj in page.objects:
                     name = obj.key[len(prefix) :]
                     if name == "":
@@ -399,7 +410,7 @@ class FsCore:
                     if not valid_name(name):
                         self._skip_key(obj.key)
                         continue
-                    files[name] = attr_from_object(
+                    page_files[name] = attr_from_object(
                         is_dir=False,
                         size=obj.size,
                         last_modified_ns=obj.last_modified_ns,
@@ -414,53 +425,76 @@ class FsCore:
                     if not valid_name(name):
                         self._skip_key(common)
                         continue
-                    dirs[name] = implicit
-        if self.metacache is not None and listed:
-            # versions HEADed by an earlier mount (or earlier here) need no HEAD
-            known = await self.metacache.lookup(listed.values())
-            for name, obj in listed.items():
-                meta = known.get(obj.key)
-                if meta is not None:
-                    files[name] = self._attr_from_info(meta.info(obj), is_dir=False)
+                    page_dirs[name] = implicit
+                if self.metacache is not None and listed:
+                    # versions HEADed by an earlier mount (or earlier here) need no HEAD
+                    known = await self.metacache.lookup(listed.values())
+                    for name, obj in listed.items():
+                        meta = known.get(obj.key)
+                        if meta is not None:
+                            page_files[name] = self._attr_from_info(meta.info(obj), is_dir=False)
+                files.update(page_files)
+                dirs.update(page_dirs)
+                if on_page is not None:
+                    on_page({**page_files, **page_dirs})
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
         self.cache.store_listing(path, listing)
         return listing
 
     async def _snapshot(self, node: Node) -> list[tuple[str, Attr]]:
-        """The sorted entries of a directory, local nodes merged in."""
-        listing = dict(await self._list_dir(node.path))
+        """The sorted entries of a directory, local nodes merged in; entries listed from the
+        bucket come with HEADed attributes (HEADs start with each page of the listing)."""
+        headed: Listing = {}
+        async with trio.open_nursery() as nursery:
+
+            def start_heads(page: Listing) -> None:
+                for name, attr in page.items():
+                    if not attr.complete:
+                        nursery.start_soon(self._complete_entry, node.path, name, attr, headed)
+
+            listing = dict(await self._list_dir(node.path, start_heads))
+        for name, attr in headed.items():
+            if name in listing and listing[name].kind is attr.kind:  # a dir shadows a file
+                listing[name] = attr
         for child in self.inodes.local_children(node.path):
             listing[name_of(child.path)] = self._local_attr(child)
         here = self.root_attr if node.ino == ROOT_INODE else node.attr or self._blank(Kind.DIR)
         dots = [(".", here.with_changes(complete=True)), ("..", here.with_changes(complete=True))]
         return dots + sorted(listing.items())
 
+    async def _complete_entry(self, directory: str, name: str, attr: Attr, into: Listing) -> None:
+        """Put the HEADed attributes of a listed entry into ``into`` (nothing if it is gone
+        or the HEAD failed: the listing's attributes stand)."""
+        path = join(directory, name)
+        try:
+            known = self.cache.attr(path)
+            if known is not None and known.complete and known.etag == attr.etag:
+                into[name] = known
+                return
+            if attr.kind is Kind.DIR:
+                new = await self._head_dir(path)
+            else:
+                info = await self._head(self.keys.file_key(path))
+                if info is None:
+                    return  # deleted since the listing: keep what the listing said
+                new = self._attr_from_info(info, is_dir=False)
+            self.cache.store_attr(path, new)
+            into[name] = new
+        except Exception as exc:
+            log.warning("HEAD of %r failed, listing attributes used: %s", path, exc)
+
     async def _complete_attrs(self, directory: str, batch: list[tuple[str, Attr]]) -> None:
         """Replace listing-grade attributes in ``batch`` by HEADed ones, concurrently."""
-
-        async def complete(index: int, name: str, attr: Attr) -> None:
-            path = join(directory, name)
-            try:
-                known = self.cache.attr(path)
-                if known is not None and known.complete and known.etag == attr.etag:
-                    batch[index] = (name, known)
-                    return
-                if attr.kind is Kind.DIR:
-                    new = await self._head_dir(path)
-                else:
-                    info = await self._head(self.keys.file_key(path))
-                    if info is None:
-                        return  # deleted since the listing: keep what the listing said
-                    new = self._attr_from_info(info, is_dir=False)
-                self.cache.store_attr(path, new)
-                batch[index] = (name, new)
-            except Exception as exc:
-                log.warning("HEAD of %r failed, listing attributes used: %s", path, exc)
-
+        if self.options.nometa:
+            return
+        headed: Listing = {}
         async with trio.open_nursery() as nursery:
-            for index, (name, attr) in enumerate(batch):
-                if not attr.complete and not self.options.nometa:
-                    nursery.start_soon(complete, index, name, attr)
+            for name, attr in batch:
+                if not attr.complete:
+                    nursery.start_soon(self._complete_entry, directory, name, attr, headed)
+        for index, (name, _) in enumerate(batch):
+            if name in headed:
+                batch[index] = (name, headed[name])
         if self.metacache is not None and self.metacache.flush_due:
             await self.metacache.flush()
 
@@ -601,12 +635,7 @@ class FsCore:
     def _open_handle(self, node: Node, flags: int) -> int:
         fh = self._new_fh()
         opts = self.options
-        readahead = ReadAhead(
-            self.read_budget,
-            self.nursery,
-            part_size=opts.part_size_mb << 20,
-            max_inflight=opts.read_concurrency,
-        )
+        readahead = ReadAhead(self.read_budget, self.nursery, max_inflight=opts.read_concurrency)
         self.handles[fh] = Handle(node, flags, readahead)
         node.open_count += 1
         return fh
@@ -687,7 +716,7 @@ class FsCore:
         stale = self.inodes.find(path)
         if stale is not None:  # deleted behind our back, maybe still open: leave it be
             self.inodes.detach(stale)
-        buffer = await WriteBuffer.create(self.tmpdir)
+        buffer = await WriteBuffer.create(self.tmpdir, self.write_memory)
         perms = stat.S_IMODE(mode)
         attr = Attr(Kind.FILE, perms | stat.S_IFREG, uid, gid, 0, self._now())
         node = self.inodes.node_for(path, Kind.FILE)
@@ -710,7 +739,7 @@ class FsCore:
         use. Caller holds ``node.lock``."""
         if node.buffer is not None:
             return node.buffer
-        buffer = await WriteBuffer.create(self.tmpdir)
+        buffer = await WriteBuffer.create(self.tmpdir, self.write_memory)
         try:
             key = self.keys.file_key(node.path)
             info = await self.store.head(key) if not node.pending else None
@@ -754,11 +783,15 @@ class FsCore:
         if known is not None and offset >= known:
             return b""
         key = self.keys.file_key(node.path)
+        store = self.store
 
-        async def fetch(start: int, length: int) -> bytes:
-            return await self.store.get_range(key, start, start + length - 1)
+        async def stream(start: int, length: int, sink: Sink) -> None:
+            if isinstance(store, StreamingStore):  # chunks as they arrive
+                await store.get_range_into(key, start, start + length - 1, sink)
+            else:
+                await sink(await store.get_range(key, start, start + length - 1))
 
-        data = await handle.readahead.read(offset, size, known, node.version, fetch)
+        data = await handle.readahead.read(offset, size, known, node.version, stream)
         if node.buffer is not None:  # a writer appeared meanwhile: its buffer is the truth
             return await node.buffer.pread(offset, size)
         return data

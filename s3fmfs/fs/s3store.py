@@ -7,6 +7,8 @@ Invariants:
   ``upload_concurrency`` parts at a time (each read from its own window of the file: no shared
   position). The part size grows so that the file fits in 10,000 parts.
 - It is also a ``MultipartStore``: the core streams the parts of a file being written.
+- It is also a ``StreamingStore``: read-ahead blocks stream in chunk by chunk
+  (``get_range_into``), resumed by the client after a failure mid-body.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
 """
@@ -31,7 +33,7 @@ from ..client import (
     S3Object,
 )
 from .attrs import parse_s3_time
-from .store import ListingPage, ObjectInfo, PartBody, PutBody, PutResult, UploadedPart
+from .store import ListingPage, ObjectInfo, PartBody, PutBody, PutResult, Sink, UploadedPart
 from .writebuf import FileWindow
 
 log = logging.getLogger("s3fmfs.fs")
@@ -149,6 +151,12 @@ class S3Store:
             # the service ignored Range and sent everything: cut the part asked for
             data = data[start : None if end is None else end + 1]
         return data
+
+    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
+        if end < start:
+            return
+        with contextlib.suppress(InvalidRange):  # starts at or past the end: no bytes
+            await self.conn.get_into(self.bucket, key, sink, byte_range=(start, end))
 
     async def put(
         self,

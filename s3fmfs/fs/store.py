@@ -5,7 +5,9 @@ Invariants:
 - ``head`` answers None for a missing key; every other failure (and a missing key for the
   other operations) raises the client's exceptions (``s3fmfs.client.errors``), which
   ``errno_map.to_errno`` translates. Implementations never raise httpx errors.
-- ``get_range`` answers ``b""`` for a range starting at or past the end of the object.
+- ``get_range`` answers ``b""`` for a range starting at or past the end of the object;
+  ``get_range_into`` (optional: ``StreamingStore``) hands the same bytes to a sink as they
+  arrive, each exactly once and in order, and none for such a range.
 - ``iter_pages`` yields every page of a listing, in key order; close it (``aclosing``) when
   stopping early.
 - ``copy`` with ``metadata=None`` keeps the source's metadata (COPY); with a mapping it
@@ -14,12 +16,15 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Protocol, runtime_checkable
 
 #: What ``put`` uploads: bytes, or a binary file read from its current position to its end.
 PutBody = bytes | IO[bytes]
+#: Takes the bytes of a streamed GET as they arrive, in order; the GET reads no further from
+#: its connection until it returns (flow control).
+Sink = Callable[[bytes], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,16 @@ class ObjectStore(Protocol):
 
     async def delete_many(self, keys: Iterable[str]) -> list[str]:
         """Delete objects; returns the keys that could not be deleted."""
+        ...
+
+
+@runtime_checkable
+class StreamingStore(Protocol):
+    """A store that hands a ranged GET over as it arrives (optional: without it, read-ahead
+    waits for whole blocks from ``get_range``)."""
+
+    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
+        """Bytes ``start..end`` (inclusive) of an object to ``sink``, chunk by chunk."""
         ...
 
 

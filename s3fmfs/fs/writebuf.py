@@ -1,4 +1,5 @@
-"""Per-inode write buffers: an anonymous temporary file holding a file's whole content.
+"""Per-inode write buffers: a file's whole content, in memory while small, else in an anonymous
+temporary file.
 
 Invariants:
 - A buffer, once ``fill`` has returned (or for a new or truncated-to-zero file, from the
@@ -6,6 +7,10 @@ Invariants:
   the bucket, and an upload sends the buffer as it is.
 - All its handles share one buffer (it hangs off the inode); callers serialise writers with
   the inode's lock. Reads and writes use ``pread``/``pwrite``: no shared file position.
+- A buffer starts in memory and moves to a temporary file (for good) once it would grow past
+  ``MEMORY_LIMIT`` or the ``MemoryPool`` it draws from (shared by a mount's buffers) is
+  spent: small files (most of an untar or a build) never touch the disk and never wait for a
+  worker thread, while memory stays bounded by the pool.
 - File I/O runs in a worker thread (``trio.to_thread``): the trio thread never blocks on disk.
 - The file is anonymous (``TemporaryFile``): nothing is left behind, even after a crash.
 - ``window`` hands out independent read-only views (``pread``, no shared position) for parts
@@ -15,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -23,6 +29,28 @@ from typing import IO
 import trio
 
 FILL_CHUNK = 8 << 20
+#: Largest content a buffer keeps in memory; past it, the temporary file.
+MEMORY_LIMIT = 1 << 20
+#: Default bytes all in-memory buffers of a mount may hold together.
+MEMORY_POOL = 32 << 20
+
+
+class MemoryPool:
+    """The bytes the in-memory buffers of one mount hold together (bounded: RSS stays low)."""
+
+    def __init__(self, limit: int = MEMORY_POOL) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def try_grow(self, held: int, wanted: int) -> bool:
+        """Let a buffer holding ``held`` bytes hold ``wanted``, if the pool has room."""
+        if wanted > MEMORY_LIMIT or self.used - held + wanted > self.limit:
+            return False
+        self.used += wanted - held
+        return True
+
+    def release(self, held: int) -> None:
+        self.used -= held
 
 
 class FileWindow:
@@ -54,23 +82,71 @@ class FileWindow:
 
 
 class WriteBuffer:
-    """The content of one file being written, in a temporary file."""
+    """The content of one file being written: a ``bytearray`` while small, else a temporary
+    file."""
 
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
+    def __init__(self, directory: str | None, pool: MemoryPool | None) -> None:
+        self._directory = directory
+        self._pool = pool
+        self._memory: bytearray | None = bytearray() if pool is not None else None
+        self._file: IO[bytes] | None = None
+        self._closed = False
         self.size = 0
 
     @classmethod
-    async def create(cls, directory: str | None = None) -> WriteBuffer:
-        """An empty buffer in ``directory`` (default: the system's temporary directory)."""
-        file = await trio.to_thread.run_sync(
-            lambda: tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
-        )
-        return cls(file)
+    async def create(
+        cls, directory: str | None = None, pool: MemoryPool | None = None
+    ) -> WriteBuffer:
+        """An empty buffer; in memory while ``pool`` has room (without a pool: on disk at
+        once), its temporary file in ``directory`` (default: the system's temp dir)."""
+        buffer = cls(directory, pool)
+        if pool is None:
+            await buffer._spill()
+        return buffer
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._closed
+
+    @property
+    def in_memory(self) -> bool:
+        return self._memory is not None
+
+    async def _spill(self) -> int:
+        """Move the content to a temporary file (for good); its descriptor."""
+        if self._file is None:
+            directory = self._directory
+            content = bytes(self._memory or b"")
+
+            def make() -> IO[bytes]:
+                file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+                try:
+                    _pwrite_all(file.fileno(), content, 0)
+                except BaseException:
+                    file.close()
+                    raise
+                return file
+
+            self._file = await trio.to_thread.run_sync(make)
+            self._free_memory()
+        return self._file.fileno()
+
+    def _free_memory(self) -> None:
+        if self._memory is not None:
+            if self._pool is not None:
+                self._pool.release(len(self._memory))
+            self._memory = None
+
+    def _memory_room(self, end: int) -> bytearray | None:
+        """The in-memory content, grown to hold ``end`` bytes; None when it must spill."""
+        memory = self._memory
+        if memory is None or self._pool is None:
+            return None
+        if end > len(memory):
+            if not self._pool.try_grow(len(memory), end):
+                return None
+            memory.extend(bytes(end - len(memory)))
+        return memory
 
     async def fill(self, size: int, read: Callable[[int, int], Awaitable[bytes]]) -> None:
         """Copy ``size`` bytes in, fetched chunk by chunk with ``read(start, end_inclusive)``."""
@@ -86,22 +162,23 @@ class WriteBuffer:
 
     async def pwrite(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset`` (a hole before it reads as zeros)."""
-        fd = self._file.fileno()
-
-        def write() -> None:
-            view = memoryview(data)
-            done = 0
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], offset + done)
-
-        await trio.to_thread.run_sync(write)
-        self.size = max(self.size, offset + len(data))
+        end = offset + len(data)
+        memory = self._memory_room(max(end, self.size))
+        if memory is not None:
+            memory[offset:end] = data
+        else:
+            fd = await self._spill()
+            await trio.to_thread.run_sync(_pwrite_all, fd, data, offset)
+        self.size = max(self.size, end)
 
     async def pread(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset`` (fewer at the end)."""
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
+        if self._memory is not None:
+            return bytes(self._memory[offset : offset + size])
+        assert self._file is not None
         fd = self._file.fileno()
 
         def read() -> bytes:
@@ -119,18 +196,43 @@ class WriteBuffer:
 
     async def truncate(self, size: int) -> None:
         """Cut or extend (with zeros) to ``size`` bytes."""
-        await trio.to_thread.run_sync(os.ftruncate, self._file.fileno(), size)
+        memory = self._memory
+        if memory is not None and size <= len(memory):
+            if self._pool is not None:
+                self._pool.release(len(memory) - size)
+            del memory[size:]
+        elif self._memory_room(size) is None:
+            fd = await self._spill()
+            await trio.to_thread.run_sync(os.ftruncate, fd, size)
         self.size = size
 
-    async def upload_source(self) -> IO[bytes]:
-        """The file, positioned at 0, for an upload to read (under the inode's lock)."""
+    async def upload_source(self) -> bytes | IO[bytes]:
+        """The content for an upload to read (under the inode's lock): the bytes, or the file
+        positioned at 0."""
+        if self._memory is not None:
+            return bytes(self._memory)
+        assert self._file is not None
         await trio.to_thread.run_sync(self._file.seek, 0)
         return self._file
 
-    def window(self, start: int, length: int) -> FileWindow:
+    def window(self, start: int, length: int) -> FileWindow | io.BytesIO:
         """A view of ``length`` bytes from ``start`` for an upload to read."""
+        if self._memory is not None:
+            return io.BytesIO(self._memory[start : start + length])
+        assert self._file is not None
         return FileWindow(self._file.fileno(), start, length)
 
     def close(self) -> None:
-        """Free the temporary file (quick: an anonymous file's unlink already happened)."""
-        self._file.close()
+        """Free the memory or the temporary file (quick: an anonymous file's unlink already
+        happened)."""
+        self._closed = True
+        self._free_memory()
+        if self._file is not None:
+            self._file.close()
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
