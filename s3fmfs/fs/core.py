@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import mimetypes
 import os
 import stat
@@ -445,14 +446,26 @@ class FsCore:
         """The sorted entries of a directory, local nodes merged in; entries listed from the
         bucket come with HEADed attributes (HEADs start with each page of the listing)."""
         headed: Listing = {}
+        send, receive = trio.open_memory_channel[tuple[str, Attr]](math.inf)
+
+        async def worker(entries: trio.MemoryReceiveChannel[tuple[str, Attr]]) -> None:
+            async with entries:
+                async for name, attr in entries:
+                    await self._complete_entry(node.path, name, attr, headed)
+
+        # a few workers, not a task per entry: a folder of 100,000 objects stays small
         async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(CONCURRENCY):
+                    nursery.start_soon(worker, receive.clone())
+            async with send:
 
-            def start_heads(page: Listing) -> None:
-                for name, attr in page.items():
-                    if not attr.complete:
-                        nursery.start_soon(self._complete_entry, node.path, name, attr, headed)
+                def start_heads(page: Listing) -> None:
+                    for name, attr in page.items():
+                        if not attr.complete:
+                            send.send_nowait((name, attr))
 
-            listing = dict(await self._list_dir(node.path, start_heads))
+                listing = dict(await self._list_dir(node.path, start_heads))
         for name, attr in headed.items():
             if name in listing and listing[name].kind is attr.kind:  # a dir shadows a file
                 listing[name] = attr
