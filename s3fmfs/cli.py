@@ -36,7 +36,7 @@ import stat
 import sys
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, tls
 from .credentials import Credentials, CredentialsError, find_credentials
 from .fs.options import (
     IGNORED_HELP,
@@ -238,6 +238,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
                 raise UsageError(f"log_file {options.log_file}: no such directory")
         if options.passwd_file:
             options.passwd_file = os.path.abspath(options.passwd_file)
+        if options.ca_bundle:
+            options.ca_bundle = os.path.abspath(options.ca_bundle)
+            if problem := tls.check_ca_bundle(options.ca_bundle):
+                raise UsageError(problem)
         creds = _credentials(bucket, options)
     except (OptionError, UsageError) as exc:
         _fail(str(exc), 2)

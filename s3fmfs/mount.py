@@ -14,7 +14,11 @@ Invariants:
   dirty file is uploaded before ``pyfuse3.close(unmount=True)``, shielded from cancellation.
   Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
 - Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
-  stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path).
+  stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path,
+  its data kept in the recovery folder: ``fs/recovery.py``).
+- Multipart uploads are journaled under the cache directory; once serving, a background task
+  aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
+  delays nothing, and its failures are warnings.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Protocol
 import pyfuse3
 import trio
 
+from . import tls
 from .client import (
     AccessDenied,
     CallingFormat,
@@ -46,7 +51,7 @@ from .client import (
     S3TransportError,
     SignatureDoesNotMatch,
 )
-from .fs import metacache
+from .fs import metacache, recovery
 from .fs.adapter import S3fmOperations
 from .fs.core import FsCore
 from .fs.options import MountOptions
@@ -130,6 +135,27 @@ def sd_notify(state: str) -> bool:
         return False
 
 
+#: Attempts of one request of a mount: in effect unbounded, ``timeout=`` decides.
+MOUNT_MAX_ATTEMPTS = 10_000
+
+
+def client_timeouts(opts: MountOptions) -> dict[str, object]:
+    """The client's waits for ``read_timeout=`` and ``connect_timeout=``, and its retry
+    budget for ``timeout=`` (the client's default number of attempts: a command fails fast
+    on a refused connection; the mount's own policy is ``mount_retry``)."""
+    return {
+        "timeout": opts.read_timeout,
+        "connect_timeout": opts.connect_timeout,
+        "retry": RetryPolicy(total_timeout=opts.timeout),
+    }
+
+
+def mount_retry(opts: MountOptions) -> RetryPolicy:
+    """A mount retries a request until ``timeout`` seconds have passed, however many attempts
+    that takes: a server away for less than that costs a wait, not an error."""
+    return RetryPolicy(max_attempts=MOUNT_MAX_ATTEMPTS, total_timeout=opts.timeout)
+
+
 def connection_for(
     opts: MountOptions,
     access_key_id: str,
@@ -137,7 +163,10 @@ def connection_for(
     session_token: str | None = None,
     **kwargs: object,
 ) -> S3fmAuthConnection:
-    """The signed client for the endpoint, addressing style and signature of ``opts``."""
+    """The signed client for the endpoint, addressing style and signature of ``opts``
+    (``kwargs`` override its timeouts and other client options)."""
+    kwargs = {**client_timeouts(opts), **kwargs}
+    kwargs.setdefault("verify", tls.verify_setting(opts))  # ca_bundle=, no_check_certificate
     secure, host, port = opts.endpoint_parts
     calling = CallingFormat.PATH if opts.use_path_style else CallingFormat.SUBDOMAIN
     return S3fmAuthConnection(
@@ -161,12 +190,15 @@ def build_connection(config: MountConfig, **kwargs: object) -> S3fmAuthConnectio
         config.access_key_id,
         config.secret_access_key,
         config.session_token,
-        **kwargs,
+        **{"retry": mount_retry(config.options), **kwargs},
     )
 
 
 def describe_failure(exc: BaseException, bucket: str, endpoint: str, access_key_id: str) -> str:
     """One line saying why the bucket cannot be used (never the secret)."""
+    refused = tls.describe_tls_failure(exc, endpoint)
+    if refused:
+        return refused
     if isinstance(exc, SignatureDoesNotMatch):
         return (
             f"wrong secret for access key {access_key_id!r} at {endpoint} "
@@ -277,6 +309,7 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     reporter = reporter or StderrReporter()
     if config.credentials_source:
         log.info("credentials: %s", config.credentials_source)
+    tls.warn_if_unverified(config.options)
     try:
         await check_bucket(config)
     except MountFailure as exc:
@@ -285,14 +318,16 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     async with (
         build_connection(config) as conn,
         metacache.for_mount(config.options, config.bucket) as meta,
+        recovery.for_mount(config.options, config.bucket) as kept,
     ):
-        store = S3Store(conn, config.bucket)
+        store = S3Store(conn, config.bucket, journal=kept.journal)
         core = FsCore(
             store,
             config.options,
             prefix=config.prefix,
             tmpdir=config.options.cache_dir,
             metacache=meta,
+            recovery=kept.folder,
         )
         ops = S3fmOperations(core)
         try:
@@ -315,6 +350,7 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
                     await nursery.start(core.run_background)  # read-ahead, streamed parts
                     nursery.start_soon(_terminate_on_signal, signals)
                     nursery.start_soon(_announce_when_live, config, reporter)
+                    nursery.start_soon(kept.journal.sweep, store, config.prefix)  # crash leftovers
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
             finally:
@@ -328,7 +364,11 @@ async def _stop(core: FsCore, config: MountConfig) -> int:
     with trio.CancelScope(shield=True):
         failed = await core.flush_all()
         if failed:
-            log.error("%d file(s) could not be uploaded before unmounting", failed)
+            log.error(
+                "%d file(s) could not be uploaded before unmounting; their data is in %s",
+                failed,
+                core.recovery.directory,
+            )
         await core.destroy()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", config.mountpoint)

@@ -11,6 +11,10 @@ Invariants:
   retried like any other transport error. ``get_into`` hands a body over as it arrives and
   retries from the first byte not yet handed over, of the same version (``If-Match``).
 - httpx exceptions never escape: they are translated by ``errors.wrap_transport_error``.
+- No attempt waits past its request's retry budget (``RetryPolicy.total_timeout``): its
+  connect, read, write and pool timeouts are cut to the time left (at least
+  ``MIN_ATTEMPT_WAIT``), so an unresponsive server fails a request within the budget. A
+  transfer that keeps making progress is never cut: these bound each wait, not the transfer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import io
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -60,6 +65,8 @@ CHUNK = 1 << 20
 MAX_ERROR_BODY = 1 << 20
 MAX_REDIRECTS = 3
 HASH_IN_THREAD = 1 << 20
+#: Seconds an attempt started at the very end of its budget may still wait for each step.
+MIN_ATTEMPT_WAIT = 0.5
 
 
 class RequestBody:
@@ -186,7 +193,7 @@ class Engine:
         retry: RetryPolicy,
         timeout: httpx.Timeout,
         max_connections: int,
-        verify: bool | str,
+        verify: bool | str | ssl.SSLContext,
         transport: httpx.AsyncBaseTransport | None,
         clock: Callable[[], datetime.datetime] | None,
         user_agent: str,
@@ -198,6 +205,7 @@ class Engine:
         self.signature = signature
         self.region = region
         self.retry = retry
+        self.timeout = timeout
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self._routes: dict[str, _Route] = {}
         pools = POOLS if transport is None and max_connections >= POOLS else 1
@@ -272,8 +280,8 @@ class Engine:
         if body is not None and not body.replayable:
             policy = RetryPolicy.never()
 
-        async def attempt() -> tuple[httpx.Response, T | bytes]:
-            resp = await self._open(method, bucket, key, query, lowered, body, missing)
+        async def attempt(deadline: float) -> tuple[httpx.Response, T | bytes]:
+            resp = await self._open(method, bucket, key, query, lowered, body, missing, deadline)
             try:
                 result: T | bytes = await consume(resp) if consume else await read_all(resp)
             except httpx.HTTPError as exc:
@@ -297,8 +305,8 @@ class Engine:
         """Open a response whose body the caller reads and closes (retries cover the headers)."""
         lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
 
-        async def attempt() -> httpx.Response:
-            return await self._open(method, bucket, key, query, lowered, None, missing)
+        async def attempt(deadline: float) -> httpx.Response:
+            return await self._open(method, bucket, key, query, lowered, None, missing, deadline)
 
         return await self._retrying(method, bucket, key, self.retry, attempt)
 
@@ -324,14 +332,14 @@ class Engine:
         delivered = 0
         etag = ""
 
-        async def attempt() -> httpx.Response:
+        async def attempt(deadline: float) -> httpx.Response:
             nonlocal delivered, etag
             first = start + delivered
             sent = dict(lowered)
             sent["range"] = f"bytes={first}-{'' if end is None else end}"
             if etag:
                 sent["if-match"] = etag
-            resp = await self._open("GET", bucket, key, (), sent, None, "NoSuchKey")
+            resp = await self._open("GET", bucket, key, (), sent, None, "NoSuchKey", deadline)
             try:
                 etag = etag or resp.headers.get("etag", "")
                 skip = _body_offset(resp, first)
@@ -377,20 +385,20 @@ class Engine:
         bucket: str,
         key: str,
         policy: RetryPolicy,
-        attempt: Callable[[], Awaitable[R]],
+        attempt: Callable[[float], Awaitable[R]],
     ) -> R:
         """Run attempts until one succeeds, the failure is final, or the budget is spent.
 
         Redirects are followed only when the attempt can be repeated (``policy`` allows more
         than one attempt): a streamed body cannot be sent twice.
         """
-        started = trio.current_time()
+        deadline = trio.current_time() + policy.total_timeout
         tries = 0
         redirects = 0
         while True:
             tries += 1
             try:
-                return await attempt()
+                return await attempt(deadline)
             except (S3Redirect, AuthorizationHeaderMalformed) as exc:
                 redirects += 1
                 replayable = policy.max_attempts > 1
@@ -400,8 +408,8 @@ class Engine:
             except S3fmError as exc:
                 if tries >= policy.max_attempts or not policy.is_retryable(exc):
                     raise
-                delay = policy.delay(tries, exc)
-                if trio.current_time() - started + delay > policy.total_timeout:
+                delay = policy.next_wait(tries, exc, deadline - trio.current_time())
+                if delay is None:
                     raise
                 log.info(
                     "retrying %s /%s/%s in %.2fs (attempt %d failed: %s)",
@@ -423,8 +431,10 @@ class Engine:
         headers: dict[str, str],
         body: RequestBody | None,
         missing: str,
+        deadline: float,
     ) -> httpx.Response:
-        """One attempt up to the response headers; error answers are read and raised."""
+        """One attempt up to the response headers; error answers are read and raised. No wait
+        of the attempt (connect, send, answer, pool) lasts past ``deadline``."""
         url, target, signed = await self.sign(method, bucket, key, query, headers, body)
         resource = f"/{bucket}/{key}" if bucket else "/"
         client = next(self._turn)
@@ -434,6 +444,7 @@ class Engine:
             headers=signed,
             content=body.content() if body is not None else None,
             extensions=_target_extension(target),
+            timeout=_capped(self.timeout, deadline - trio.current_time()),
         )
         began = trio.current_time()
         try:
@@ -517,6 +528,21 @@ def _body_offset(resp: httpx.Response, first: int) -> int:
     if unit.lower() == "bytes" and begin.isdigit():
         return max(0, first - int(begin))
     return 0
+
+
+def _capped(timeout: httpx.Timeout, left: float) -> httpx.Timeout:
+    """``timeout`` with each wait cut to ``left`` seconds (at least ``MIN_ATTEMPT_WAIT``)."""
+    left = max(MIN_ATTEMPT_WAIT, left)
+
+    def cap(value: float | None) -> float:
+        return left if value is None else min(value, left)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect),
+        read=cap(timeout.read),
+        write=cap(timeout.write),
+        pool=cap(timeout.pool),
+    )
 
 
 def _target_extension(target: str) -> dict[str, bytes]:

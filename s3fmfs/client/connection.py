@@ -6,6 +6,11 @@ Invariants:
 - Signature V2 is the default for S3for.me hosts, V4 elsewhere.
 - Bodies are streamed: nothing here holds a whole large object in memory unless the caller asks
   for bytes (``get`` below ``spool_size``).
+- XML answers are read up to ``MAX_XML_BODY`` and no further: a bigger one (announced or
+  streamed) is ``InvalidResponseError``, its connection dropped, never parsed.
+- A ranged read (``get`` with a range, ``get_into``) delivers every byte the answer's
+  ``Content-Range`` promised, or raises ``InvalidResponseError`` (a ``Content-Length``
+  shorter than the range would otherwise look like the end of the object).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import base64
 import contextlib
 import datetime
 import hashlib
+import os
+import ssl
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import IO, Any
@@ -63,7 +70,17 @@ from .retry import RetryPolicy
 
 #: Bodies above this size are spooled to a temporary file by ``get`` (python-s3's spool_size).
 DEFAULT_SPOOL_SIZE = 8 << 20
+#: The largest XML answer read. The biggest legitimate ones (a page of 1,000 keys of 1,024
+#: bytes, URL-encoded, or 1,000 DeleteObjects results) stay under 4 MiB.
+MAX_XML_BODY = 16 << 20
 DELETE_BATCH = 1000
+
+
+def _trusting(ca_bundle: str) -> ssl.SSLContext:
+    """A verifying TLS context that trusts the CAs of a PEM file or hashed directory."""
+    if os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 def default_signature(server: str) -> str:
@@ -83,8 +100,8 @@ class S3fmAuthConnection:
     Keyword options beyond python-s3's: ``signature`` ('v2'/'v4'), ``region``,
     ``session_token``, ``spool_size``, ``timeout`` (seconds or ``httpx.Timeout``),
     ``connect_timeout``, ``retry`` (a ``RetryPolicy``), ``max_connections``, ``verify``
-    (TLS: True, False or a CA bundle path), ``transport`` (an httpx transport), ``list_api``
-    (2 for ListObjectsV2, 1 for V1 markers), ``clock`` (for tests).
+    (TLS: True, False, a CA bundle path or an ``ssl.SSLContext``), ``transport`` (an httpx
+    transport), ``list_api`` (2 for ListObjectsV2, 1 for V1 markers), ``clock`` (for tests).
     """
 
     def __init__(
@@ -104,7 +121,7 @@ class S3fmAuthConnection:
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
         list_api: int = 2,
         clock: Callable[[], datetime.datetime] | None = None,
@@ -118,6 +135,8 @@ class S3fmAuthConnection:
         self.region = region
         self.spool_size = spool_size
         self.list_api = list_api
+        if isinstance(verify, str):  # one context for every pool (httpx deprecates paths)
+            verify = _trusting(verify)
         if not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._engine = Engine(
@@ -184,7 +203,7 @@ class S3fmAuthConnection:
         delimiter)."""
         query: Query = tuple((k, None if v is None else str(v)) for k, v in (options or {}).items())
         resp, body = await self._engine.request(
-            "GET", bucket, "", query, headers, missing="NoSuchBucket"
+            "GET", bucket, "", query, headers, missing="NoSuchBucket", consume=_xml_body
         )
         return ListBucketResponse(resp, parse_list_objects(body))
 
@@ -200,7 +219,7 @@ class S3fmAuthConnection:
     async def get_bucket_location(self, bucket: str) -> LocationResponse:
         """The bucket's location constraint, in ``.location`` (None = default)."""
         resp, body = await self._engine.request(
-            "GET", bucket, "", (("location", None),), missing="NoSuchBucket"
+            "GET", bucket, "", (("location", None),), missing="NoSuchBucket", consume=_xml_body
         )
         return LocationResponse(resp, parse_location(body))
 
@@ -232,7 +251,7 @@ class S3fmAuthConnection:
         self, headers: Mapping[str, str] | None = None
     ) -> ListAllMyBucketsResponse:
         """The account's buckets, in ``.entries``."""
-        resp, body = await self._engine.request("GET", "", "", (), headers)
+        resp, body = await self._engine.request("GET", "", "", (), headers, consume=_xml_body)
         entries, owner = parse_list_buckets(body)
         return ListAllMyBucketsResponse(resp, entries, owner)
 
@@ -280,6 +299,10 @@ class S3fmAuthConnection:
             return await _spool_to_file(resp, limit)
 
         resp, data = await self._engine.request("GET", bucket, key, (), all_headers, consume=spool)
+        promised = _content_range(resp) if byte_range is not None else None
+        if promised is not None:
+            received = len(data) if isinstance(data, bytes) else await _file_size(data)
+            _check_range(resp, f"/{bucket}/{key}", promised[0], received, None)
         return GetResponse(resp, data)
 
     @contextlib.asynccontextmanager
@@ -322,7 +345,15 @@ class S3fmAuthConnection:
         Nothing more is read until ``sink`` returns.
         """
         start, end = byte_range if byte_range is not None else (0, None)
-        resp = await self._engine.get_into(bucket, key, _lower(headers), start, end, sink)
+        received = 0
+
+        async def counted(chunk: bytes) -> object:
+            nonlocal received
+            received += len(chunk)
+            return await sink(chunk)
+
+        resp = await self._engine.get_into(bucket, key, _lower(headers), start, end, counted)
+        _check_range(resp, f"/{bucket}/{key}", start, received, end)
         return Response(resp)
 
     async def head(
@@ -415,10 +446,13 @@ class S3fmAuthConnection:
                 params.append(("delimiter", delimiter))
             params.append(("max-keys", str(page_size)))
             params.append(("encoding-type", "url"))  # keys XML 1.0 cannot carry (U+0001…)
-            _, body = await self._engine.request(
-                "GET", bucket, "", tuple(params), missing="NoSuchBucket"
-            )
-            page = parse_list_objects(body)
+            try:
+                _, body = await self._engine.request(
+                    "GET", bucket, "", tuple(params), missing="NoSuchBucket", consume=_xml_body
+                )
+                page = parse_list_objects(body)
+            except InvalidResponseError as exc:  # say which listing
+                raise InvalidResponseError(f"{exc} [list /{bucket}/{prefix}]") from None
             yield page
             if not page.is_truncated:
                 return
@@ -449,7 +483,13 @@ class S3fmAuthConnection:
                 "content-type": "application/xml",
             }
             resp, body = await self._engine.request(
-                "POST", bucket, "", (("delete", None),), headers, RequestBody(payload)
+                "POST",
+                bucket,
+                "",
+                (("delete", None),),
+                headers,
+                RequestBody(payload),
+                consume=_xml_body,
             )
             done, failed = parse_delete_result(body)
             deleted.extend(done)
@@ -469,7 +509,13 @@ class S3fmAuthConnection:
         """Start a multipart upload; returns its upload id."""
         all_headers = {**metadata_to_headers(dict(metadata or {})), **_lower(headers)}
         _, body = await self._engine.request(
-            "POST", bucket, key, (("uploads", None),), all_headers, RequestBody(b"")
+            "POST",
+            bucket,
+            key,
+            (("uploads", None),),
+            all_headers,
+            RequestBody(b""),
+            consume=_xml_body,
         )
         return parse_initiate_multipart(body)
 
@@ -544,7 +590,9 @@ class S3fmAuthConnection:
             query: Query = (("uploadId", upload_id),)
             if marker:
                 query += (("part-number-marker", str(marker)),)
-            _, body = await self._engine.request("GET", bucket, key, query, missing="NoSuchUpload")
+            _, body = await self._engine.request(
+                "GET", bucket, key, query, missing="NoSuchUpload", consume=_xml_body
+            )
             page = parse_list_parts(body)
             parts.extend(page.parts)
             if not page.is_truncated or page.next_part_number_marker <= marker:
@@ -563,7 +611,9 @@ class S3fmAuthConnection:
                 query += (("prefix", prefix),)
             if key_marker:
                 query += (("key-marker", key_marker), ("upload-id-marker", upload_marker))
-            _, body = await self._engine.request("GET", bucket, "", query, missing="NoSuchBucket")
+            _, body = await self._engine.request(
+                "GET", bucket, "", query, missing="NoSuchBucket", consume=_xml_body
+            )
             found, truncated, key_marker, upload_marker = parse_list_uploads(body)
             uploads.extend(found)
             if not truncated or not key_marker:
@@ -581,6 +631,7 @@ class S3fmAuthConnection:
             ((subresource, None),),
             headers,
             missing="NoSuchKey" if key else "NoSuchBucket",
+            consume=_xml_body,
         )
         return GetResponse(resp, body)
 
@@ -637,16 +688,72 @@ async def _spool_to_file(resp: httpx.Response, limit: int) -> Any:
     return spooled
 
 
+async def _file_size(spooled: Any) -> int:
+    """The size of a spooled body (a temporary file positioned at 0)."""
+    return int(await trio.to_thread.run_sync(lambda: os.fstat(spooled.fileno()).st_size))
+
+
 async def _checked_body(resp: httpx.Response) -> bytes:
     """Read a CopyObject / UploadPartCopy / CompleteMultipartUpload answer, raising the
     ``<Error>`` a 200 can carry inside the attempt, so that it is retried like any other."""
-    body = await read_all(resp)
+    body = await _xml_body(resp)
     if body.strip() and embedded_error(parse(body, "copy")):
         request = resp.request
         raise error_from_response(
             500, resp.headers, body, method=request.method, resource=request.url.path
         )
     return body
+
+
+async def _xml_body(resp: httpx.Response) -> bytes:
+    """An XML answer's body, refused (InvalidResponseError) past ``MAX_XML_BODY`` bytes,
+    whether announced by Content-Length or found while reading."""
+    where = f"{resp.request.method} {resp.request.url.path}"
+    limit = f"the {MAX_XML_BODY >> 20} MiB limit for an XML answer"
+    announced = resp.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > MAX_XML_BODY:
+        raise InvalidResponseError(f"{where}: {announced}-byte answer refused: over {limit}")
+    if resp.is_stream_consumed:  # built in memory (a mock transport)
+        body = resp.content
+    else:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_raw():
+            size += len(chunk)
+            if size > MAX_XML_BODY:
+                raise InvalidResponseError(f"{where}: answer refused: over {limit}")
+            parts.append(chunk)
+        body = b"".join(parts)
+    if len(body) > MAX_XML_BODY:
+        raise InvalidResponseError(f"{where}: answer refused: over {limit}")
+    return body
+
+
+def _content_range(resp: httpx.Response) -> tuple[int, int] | None:
+    """(a, b) of a 206 answer's ``Content-Range: bytes a-b/total``, if it has one."""
+    if resp.status_code != 206:
+        return None
+    unit, _, spec = resp.headers.get("content-range", "").partition(" ")
+    first, _, last = spec.partition("/")[0].partition("-")
+    if unit.lower() != "bytes" or not first.isdigit() or not last.isdigit():
+        return None
+    return int(first), int(last)
+
+
+def _check_range(
+    resp: httpx.Response, resource: str, first: int, received: int, end: int | None
+) -> None:
+    """InvalidResponseError when fewer bytes arrived from byte ``first`` than Content-Range
+    promised up to ``end`` (a Content-Length shorter than the range ended the body early)."""
+    promised = _content_range(resp)
+    if promised is None:
+        return
+    last = promised[1] if end is None else min(promised[1], end)
+    if first + received <= last:
+        raise InvalidResponseError(
+            f"GET {resource}: body ended at byte {first + received} of a range promised up to "
+            f"byte {last} (Content-Length does not match Content-Range)"
+        )
 
 
 def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:

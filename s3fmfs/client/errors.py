@@ -396,9 +396,22 @@ def error_from_response(
     )
 
 
+def _first_message(exc: BaseException) -> str:
+    """The first non-empty message along ``exc``'s causes: httpcore and trio wrap an ssl or
+    socket error in exceptions without text (a refused certificate would read ConnectError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__
+
+
 def wrap_transport_error(exc: httpx.HTTPError, *, method: str = "", url: str = "") -> S3fmError:
     """Translate an httpx exception into this tree (the one place that does it)."""
-    detail = str(exc) or type(exc).__name__
+    detail = _first_message(exc)
     cls: type[S3TransportError]
     if isinstance(exc, httpx.TimeoutException):
         cls = S3TimeoutError

@@ -5,7 +5,8 @@ Invariants:
   errors (connect, timeout, reset). 4xx answers are final.
 - Waits grow exponentially with full jitter and are capped by ``max_delay``; a Retry-After is
   honoured even above ``max_delay``; no wait takes the request past ``total_timeout`` from its
-  first attempt (the engine gives up instead).
+  first attempt: a backoff that would is cut short, so the last attempt comes at the end of the
+  budget (a request is retried for all of it); a Retry-After that would makes it give up.
 """
 
 from __future__ import annotations
@@ -60,9 +61,21 @@ class RetryPolicy:
         retry_after = _retry_after(exc)
         if retry_after is not None:
             # The server's wish wins over max_delay (retrying sooner only earns another 503);
-            # the caller still gives up when the wait would pass total_timeout.
+            # ``next_wait`` gives up when it would pass total_timeout.
             wait = max(wait, retry_after)
         return wait
+
+    def next_wait(self, attempt: int, exc: S3fmError | None, left: float) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1`` with ``left`` seconds of the budget
+        remaining; None: give up. Our own backoff is cut to what is left; a Retry-After
+        beyond it is not (retrying sooner than asked only earns another refusal)."""
+        wait = self.delay(attempt, exc)
+        if wait <= left:
+            return wait
+        retry_after = _retry_after(exc)
+        if left <= 0 or (retry_after is not None and retry_after > left):
+            return None
+        return left
 
 
 def _retry_after(exc: S3fmError | None) -> float | None:

@@ -6,6 +6,8 @@ Layers, each importing only the ones below it::
     core.FsCore              the operations, over an ObjectStore; drivable without a mount
     inodes, cache, writebuf  inode table, TTL caches, temp-file write buffers
     metacache                HEADed metadata by object version, kept across mounts (sqlite)
+    recovery, journal        data of failed uploads kept under the cache directory; the
+                             journal of multipart uploads a crash may leave (swept at mount)
     readahead, uploader      read-ahead (concurrent ranged GETs, shared memory budget);
                              multipart uploads streamed while a file is written
     attrs, keys, errno_map   metadata ↔ attributes, paths ↔ keys, exceptions → errno

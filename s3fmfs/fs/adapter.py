@@ -20,7 +20,7 @@ import pyfuse3
 
 from .attrs import Attr, Kind
 from .core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
-from .errno_map import FsError, to_errno
+from .errno_map import FsError, cause, to_errno
 
 log = logging.getLogger("s3fmfs.fs")
 
@@ -34,9 +34,10 @@ def _fuse_errors(operation: str) -> Iterator[None]:
         raise
     except Exception as exc:
         code = to_errno(exc)
+        first = cause(exc)  # a nursery's failure: say what failed
         # the filesystem's own answers (ENOENT, ENOTEMPTY, EPERM...) are routine
-        level = logging.DEBUG if isinstance(exc, FsError) else logging.WARNING
-        log.log(level, "%s: %s → %s", operation, exc, errno.errorcode.get(code, code))
+        level = logging.DEBUG if isinstance(first, FsError) else logging.WARNING
+        log.log(level, "%s: %s → %s", operation, first, errno.errorcode.get(code, code))
         raise pyfuse3.FUSEError(code) from None
 
 
@@ -96,7 +97,9 @@ class S3fmOperations(pyfuse3.Operations):
                 negative.st_ino = 0
                 negative.entry_timeout = self.neg_timeout
                 return negative
-            log.debug("lookup %r: %s", name, exc)
+            first = cause(exc)  # a nursery's failure: say what failed
+            level = logging.DEBUG if isinstance(first, FsError) else logging.WARNING
+            log.log(level, "lookup %r: %s → %s", name, first, errno.errorcode.get(code, code))
             raise pyfuse3.FUSEError(code) from None
         return self._entry(ino, attr)
 

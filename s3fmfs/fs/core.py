@@ -9,9 +9,15 @@ Invariants:
   not yet uploaded, or holding unsaved writes; lookups and listings consult them first.
 - A directory is a marker object ``dir/`` or any key under ``dir/`` (implicit). A directory
   shadows a file of the same name. Keys that cannot be paths are skipped (logged once).
+- S3's limits (``limits``) are checked before any request: a name over 255 bytes or a key over
+  1,024 is ENAMETOOLONG, a name not in UTF-8 EINVAL (logged), a size past 5 TiB EFBIG.
 - Writes go to the inode's ``WriteBuffer`` (filled from the object before the first change
   that needs old bytes) and are uploaded by flush, fsync and release when dirty, never after
   an unlink. Uploads of one inode never overlap its writes: both hold ``Node.lock``.
+- A read waits for the writes and truncations of its inode received before it
+  (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
+- An upload that fails for good is EIO, and the buffer's data goes to the recovery folder
+  (``recovery.RecoveryFolder``, logged with path and key); a later upload removes that copy.
 - Caches are updated by every change the mount makes before the change returns.
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
@@ -54,6 +60,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from . import limits
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
     META_MTIME,
@@ -69,13 +76,15 @@ from .attrs import (
 from .cache import Listing, MetadataCache
 from .errno_map import FsError
 from .inodes import ROOT_INODE, InodeTable, Node
-from .keys import KeyMap, decode_name, encode_name, is_under, join, name_of, parent_of, valid_name
+from .keys import KeyMap, encode_name, is_under, join, name_of, parent_of, valid_name
 from .metacache import MetaCache
 from .options import MountOptions
 from .readahead import ReadAhead, ReadBudget
+from .recovery import RecoveryFolder
 from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult, Sink, StreamingStore
 from .uploader import StreamingUpload
 from .writebuf import MemoryPool, WriteBuffer
+from .writeorder import WriteOrder
 
 log = logging.getLogger("s3fmfs.fs")
 
@@ -146,6 +155,7 @@ class FsCore:
         tmpdir: str | None = None,
         metacache: MetaCache | None = None,
         nursery: trio.Nursery | None = None,
+        recovery: RecoveryFolder | None = None,
     ) -> None:
         self.store = store
         self.options = options or MountOptions()
@@ -169,8 +179,11 @@ class FsCore:
         self.nursery = nursery
         self.read_budget = ReadBudget(opts.readahead_mb << 20)
         self.streams: dict[int, StreamingUpload] = {}  # inode → its streaming upload
+        self.write_order = WriteOrder()  # reads wait for the writes received before them
         #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
         self.metacache = None if self.options.nometa else metacache
+        #: where the data of files that could not be uploaded is kept (without a mount: nowhere)
+        self.recovery = recovery or RecoveryFolder(None)
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -196,16 +209,14 @@ class FsCore:
         return node
 
     def _child_path(self, parent: Node, name: bytes, *, creating: bool = False) -> str:
-        """The path of ``name`` in ``parent``; ENOENT (or, creating, EINVAL/ENAMETOOLONG) when
-        the name cannot be a key."""
-        text = decode_name(name)
-        if text is None:
-            raise FsError(errno.EINVAL if creating else errno.ENOENT, "name is not UTF-8")
-        if len(name) > 255:
-            raise FsError(errno.ENAMETOOLONG)
+        """The path of ``name`` in ``parent``: ENAMETOOLONG (name or key too long) or EINVAL
+        (not UTF-8) from ``limits``; otherwise ENOENT (creating: EINVAL) for a non-name."""
+        text = limits.check_name(name)
         if not valid_name(text):
             raise FsError(errno.EINVAL if creating else errno.ENOENT, "invalid name")
-        return join(parent.path, text)
+        path = join(parent.path, text)
+        limits.check_key(self.keys.file_key(path))
+        return path
 
     def _skip_key(self, key: str) -> None:
         """A key that cannot be a path: log it once, never fail a listing for it."""
@@ -452,6 +463,8 @@ class FsCore:
             async with entries:
                 async for name, attr in entries:
                     await self._complete_entry(node.path, name, attr, headed)
+                    if self.metacache is not None and self.metacache.flush_due:
+                        await self.metacache.flush()  # not 100,000 rows queued till the end
 
         # a few workers, not a task per entry: a folder of 100,000 objects stays small
         async with trio.open_nursery() as nursery:
@@ -569,6 +582,7 @@ class FsCore:
     ) -> tuple[int, Attr]:
         """A directory: its marker object ``path/`` carries mode, owner and mtime."""
         path = await self._new_name(parent_ino, name)
+        limits.check_key(self.keys.dir_prefix(path))  # the marker key is one byte longer
         attr = Attr(Kind.DIR, stat.S_IMODE(mode) | stat.S_IFDIR, uid, gid, 0, self._now())
         result = await self.store.put(
             self.keys.dir_prefix(path), b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE
@@ -790,6 +804,7 @@ class FsCore:
         sequential and resets on a seek."""
         handle = self._handle(fh)
         node = handle.node
+        await self.write_order.wait_earlier(node.ino)  # not older than a write received before
         if node.buffer is not None:
             return await node.buffer.pread(offset, size)
         known = node.attr.size if node.attr is not None else None
@@ -813,11 +828,17 @@ class FsCore:
         """Write into the inode's buffer (filled from the object first if it has old bytes)."""
         handle = self._handle(fh)
         node = handle.node
-        async with node.lock:
-            buffer = await self._ensure_buffer(node, need_data=True)
-            await buffer.pwrite(offset, data)
-            self._touch(node)
-            await self._stream_write(node, offset)
+        data = data[: limits.writable(offset, len(data))]  # EFBIG past 5 TiB
+        ticket = self.write_order.begin(node.ino)  # reads arriving from now on wait for it
+        try:
+            async with node.lock:
+                buffer = await self._ensure_buffer(node, need_data=True)
+                await buffer.pwrite(offset, data)
+                self._touch(node)
+                self.write_order.end(node.ino, ticket)  # applied: reads may go on
+                await self._stream_write(node, offset)
+        finally:
+            self.write_order.end(node.ino, ticket)
         return len(data)
 
     async def _truncate_locked(self, node: Node, size: int) -> None:
@@ -939,9 +960,11 @@ class FsCore:
                     metadata_of(attr, node.extra_meta),
                     node.content_type or _content_type(path),
                 )
-        except Exception as exc:
-            log.error("upload of %r failed: %s", path, exc)
+        except Exception as exc:  # keep the data, log where (error level), then EIO
+            key = self.keys.file_key(path)
+            await self.recovery.keep(node.buffer, key, path, (node.ino, node.version), exc)
             raise FsError(errno.EIO, f"upload of {path} failed") from exc
+        await self.recovery.uploaded(self.keys.file_key(path))  # its copy here, if any, is stale
         if node.unlinked or node.path != path:
             # unlinked or renamed while uploading: the rename/unlink handled the keys
             return
@@ -985,14 +1008,24 @@ class FsCore:
             self.inodes.maybe_drop(node)
 
     async def flush_all(self) -> int:
-        """Upload every dirty file (unmount, termination); returns how many failed."""
+        """Upload every dirty file (unmount, termination), ``CONCURRENCY`` at a time (with the
+        server away, each waits out its retries: not one after the other); how many failed
+        (each kept in the recovery folder)."""
         failed = 0
-        for node in self.inodes.all_nodes():
-            if node.dirty and node.path_attached:
+        limiter = trio.CapacityLimiter(CONCURRENCY)
+
+        async def save(node: Node) -> None:
+            nonlocal failed
+            async with limiter:
                 try:
                     await self._save(node)
                 except Exception:
                     failed += 1
+
+        async with trio.open_nursery() as nursery:
+            for node in self.inodes.all_nodes():
+                if node.dirty and node.path_attached:
+                    nursery.start_soon(save, node)
         return failed
 
     # -- attributes --------------------------------------------------------------------------------
@@ -1015,14 +1048,20 @@ class FsCore:
         if size is not None:
             if node.kind is not Kind.FILE:
                 raise FsError(errno.EISDIR if node.kind is Kind.DIR else errno.EINVAL)
-            async with node.lock:
-                await self._truncate_locked(node, size)
-                if node.open_count == 0:  # truncate(2) of a closed file: save it now
-                    await self._save_locked(node)
-                    if not node.dirty and node.buffer is not None:
-                        node.buffer.close()
-                        node.buffer = None
-                        node.version += 1
+            limits.check_size(size)  # EFBIG past 5 TiB
+            ticket = self.write_order.begin(node.ino)  # a truncation is a write for reads
+            try:
+                async with node.lock:
+                    await self._truncate_locked(node, size)
+                    self.write_order.end(node.ino, ticket)
+                    if node.open_count == 0:  # truncate(2) of a closed file: save it now
+                        await self._save_locked(node)
+                        if not node.dirty and node.buffer is not None:
+                            node.buffer.close()
+                            node.buffer = None
+                            node.version += 1
+            finally:
+                self.write_order.end(node.ino, ticket)
         changes: dict[str, object] = {}
         if mode is not None:
             changes["mode"] = mode
@@ -1196,6 +1235,9 @@ class FsCore:
             async with contextlib.aclosing(self.store.iter_pages(old_prefix)) as pages:
                 async for page in pages:
                     keys.extend(obj.key for obj in page.objects)
+            moved = [k[len(old_prefix) :] for k in keys] + [n.path[len(old) + 1 :] for n in local]
+            for rest in ["", *moved]:  # ENAMETOOLONG before anything is copied
+                limits.check_key(new_prefix + rest)
 
             async def copy_one(key: str) -> None:
                 async with self.limiter:

@@ -49,6 +49,13 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+def cause(exc: BaseException) -> BaseException:
+    """What decides a failure: an exception group's first member (recursively), else itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def to_errno(exc: BaseException) -> int:
     """The errno a failed operation reports for ``exc``."""
     if isinstance(exc, BaseExceptionGroup) and exc.exceptions:

@@ -54,7 +54,15 @@ class Node:
     extra_meta: dict[str, str] = field(default_factory=dict)  # others' user metadata, kept
     link_target: tuple[str, bytes] | None = None  # (ETag, target) of a symlink
     open_etag: str = ""  # ETag seen by the last open, "" once written here (keep_cache)
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    _lock: trio.Lock | None = field(default=None, repr=False)
+
+    @property
+    def lock(self) -> trio.Lock:
+        """Made on first use: most nodes (a listing's entries) are never written to, and a
+        trio.Lock costs about 300 bytes."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
     @property
     def unlinked(self) -> bool:

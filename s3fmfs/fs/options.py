@@ -26,6 +26,9 @@ OPTIONS: dict[str, str] = {
     "sigv4": "sign requests with Signature V4 (the default except for S3for.me hosts)",
     "path_style": "address the bucket in the path (default when the host is an IP or localhost)",
     "virtual_host": "address the bucket as a subdomain (default for host names)",
+    "ca_bundle": "PEM file (or hashed directory) of the CAs trusted for an https endpoint "
+    "(default: the certifi bundle, or $SSL_CERT_FILE)",
+    "no_check_certificate": "do not verify the endpoint's TLS certificate (insecure; warned)",
     "uid": "owner of objects without x-amz-meta-uid (default: the mounting user)",
     "gid": "group of objects without x-amz-meta-gid (default: the mounting user's group)",
     "umask": "octal umask applied to the default modes (default 022)",
@@ -51,6 +54,11 @@ OPTIONS: dict[str, str] = {
     "part_size_mb": "MiB of the parts of multipart uploads (default 8, at least 5; grows)",
     "upload_concurrency": "parts of one file uploaded at once (default 4)",
     "read_concurrency": "ranged GETs of one open file in flight at once (default 4)",
+    "timeout": "seconds a request to the bucket is retried before the operation fails with EIO "
+    "(default 120)",
+    "read_timeout": "seconds a request may wait for the server to answer or take more bytes "
+    "before it is retried (default 60)",
+    "connect_timeout": "seconds to open a connection before the request is retried (default 10)",
 }
 
 FLAGS = frozenset(
@@ -65,6 +73,7 @@ FLAGS = frozenset(
         "allow_other",
         "nonempty",
         "debug",
+        "no_check_certificate",
     }
 )
 
@@ -115,6 +124,8 @@ class MountOptions:
     region: str = "us-east-1"
     signature: str | None = None  # "v2" / "v4"; None: the client's default for the host
     path_style: bool | None = None  # None: decided from the endpoint's host
+    ca_bundle: str | None = None  # None: the default trusted CAs
+    no_check_certificate: bool = False
     uid: int = 0
     gid: int = 0
     umask: int = 0o022
@@ -138,6 +149,9 @@ class MountOptions:
     part_size_mb: int = 8
     upload_concurrency: int = 4
     read_concurrency: int = 4
+    timeout: float = 120.0
+    read_timeout: float = 60.0
+    connect_timeout: float = 10.0
 
     @property
     def default_file_mode(self) -> int:
@@ -170,6 +184,11 @@ def parse_endpoint(url: str) -> tuple[bool, str, int]:
         port = parts.port
     except ValueError as exc:
         raise OptionError(f"endpoint: {exc}") from None
+    if "@" in parts.netloc:  # never echoed: it may hold a secret
+        raise OptionError(
+            "endpoint must not carry user:password@ (credentials go in passwd_file= or the "
+            "environment)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OptionError(f"endpoint must be http(s)://host[:port], not {url!r}")
     if parts.path not in ("", "/") or parts.query:
@@ -264,6 +283,8 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
                 raise OptionError(f"option {name!r} needs a value ({name}=...)")
             _set_value(opts, name, value)
     parse_endpoint(opts.endpoint)  # the default is valid; a base may not be
+    if opts.ca_bundle and opts.no_check_certificate:
+        raise OptionError("ca_bundle= and no_check_certificate contradict each other")
     return opts
 
 
@@ -294,10 +315,15 @@ def _set_value(opts: MountOptions, name: str, value: str) -> None:
         setattr(opts, name, _octal(name, value))
     elif name in ("stat_ttl", "dir_ttl", "neg_ttl"):
         setattr(opts, name, _seconds(name, value))
+    elif name in ("timeout", "read_timeout", "connect_timeout"):
+        seconds = _seconds(name, value)
+        if seconds <= 0:
+            raise OptionError(f"{name} must be more than 0 seconds, not {value!r}")
+        setattr(opts, name, seconds)
     elif name in COUNT_RANGES:
         low, high = COUNT_RANGES[name]
         setattr(opts, name, _count(name, value, low, high))
-    elif name in ("passwd_file", "profile", "cache_dir", "log_file"):
+    elif name in ("passwd_file", "profile", "cache_dir", "log_file", "ca_bundle"):
         setattr(opts, name, value)
     elif name == "metacache_file":
         if not value.startswith("/"):

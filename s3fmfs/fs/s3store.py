@@ -7,6 +7,9 @@ Invariants:
   ``upload_concurrency`` parts at a time (each read from its own window of the file: no shared
   position). The part size grows so that the file fits in 10,000 parts.
 - It is also a ``MultipartStore``: the core streams the parts of a file being written.
+  Every multipart upload goes through the ``UploadJournal`` (created, then finished when
+  completed or aborted), so that the next mount can abort what a crash left; and it is a
+  ``PendingUploads`` (listing and aborting incomplete uploads, for that sweep).
 - It is also a ``StreamingStore``: read-ahead blocks stream in chunk by chunk
   (``get_range_into``), resumed by the client after a failure mid-body.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
@@ -33,7 +36,17 @@ from ..client import (
     S3Object,
 )
 from .attrs import parse_s3_time
-from .store import ListingPage, ObjectInfo, PartBody, PutBody, PutResult, Sink, UploadedPart
+from .journal import UploadJournal
+from .store import (
+    ListingPage,
+    ObjectInfo,
+    PartBody,
+    PendingUpload,
+    PutBody,
+    PutResult,
+    Sink,
+    UploadedPart,
+)
 from .writebuf import FileWindow
 
 log = logging.getLogger("s3fmfs.fs")
@@ -95,8 +108,10 @@ class S3Store:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
         upload_concurrency: int = UPLOAD_CONCURRENCY,
+        journal: UploadJournal | None = None,
     ) -> None:
         self.conn = conn
+        self.journal = journal or UploadJournal(None)  # default: not journaling
         self.bucket = bucket
         self.page_size = page_size
         self.multipart_threshold = multipart_threshold
@@ -187,8 +202,9 @@ class S3Store:
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         start = await trio.to_thread.run_sync(body.tell)
         fd = body.fileno()
-        upload_id = await self.conn.create_multipart_upload(
-            self.bucket, key, headers, metadata=metadata
+        upload_id = await self.journal.create(
+            key,
+            lambda: self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata),
         )
         parts: dict[int, Part] = {}
         limiter = trio.Semaphore(self.upload_concurrency)
@@ -211,6 +227,7 @@ class S3Store:
             with trio.CancelScope(shield=True):
                 await self.abort_multipart(key, upload_id)
             raise
+        await self.journal.finished(upload_id)
         return PutResult(etag=resp.etag)
 
     # -- multipart, part by part (streamed uploads) ---------------------------------------------
@@ -219,7 +236,10 @@ class S3Store:
         self, key: str, metadata: Mapping[str, str], content_type: str | None = None
     ) -> str:
         headers = {"content-type": content_type} if content_type else None
-        return await self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata)
+        return await self.journal.create(
+            key,
+            lambda: self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata),
+        )
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: PartBody | bytes, length: int
@@ -234,6 +254,7 @@ class S3Store:
     ) -> PutResult:
         ordered = [Part(p.number, p.etag, p.size) for p in sorted(parts, key=lambda p: p.number)]
         resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, ordered)
+        await self.journal.finished(upload_id)
         return PutResult(etag=resp.etag)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -243,6 +264,12 @@ class S3Store:
             pass
         except Exception as exc:
             log.warning("could not abort upload %s of %r: %s", upload_id, key, exc)
+            return  # still journaled: the next mount tries again
+        await self.journal.finished(upload_id)
+
+    async def list_multipart(self, prefix: str) -> list[PendingUpload]:
+        found = await self.conn.list_multipart_uploads(self.bucket, prefix)
+        return [PendingUpload(u.key, u.upload_id, u.initiated) for u in found]
 
     async def copy(
         self,

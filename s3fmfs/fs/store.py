@@ -164,3 +164,26 @@ class MultipartStore(Protocol):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort an upload and free its parts (no error if it is gone)."""
         ...
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload started and neither completed nor aborted (ListMultipartUploads)."""
+
+    key: str
+    upload_id: str
+    initiated: str = ""  # as the service wrote it (ISO 8601)
+
+
+@runtime_checkable
+class PendingUploads(Protocol):
+    """A store that lists the incomplete multipart uploads under a prefix and aborts them (the
+    mount's sweep of what a crash left)."""
+
+    async def list_multipart(self, prefix: str) -> list[PendingUpload]:
+        """Every upload in progress under ``prefix``."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload (no error if it is gone)."""
+        ...
