@@ -17,11 +17,16 @@ mount. The whole tree is also compared every ``COMPARE_EVERY`` operations, files
 Names come from small pools (a name shared by files and directories among them) in a small tree,
 and a third of the operations on a path pick one of the open files, so operations collide:
 renames replace files, creates find existing ones, open files are renamed, replaced and
-unlinked, a file and a directory compete for a name. Results must match exactly: the same bytes, sizes and listings, or the same errno.
+unlinked, a file and a directory compete for a name. Results must match exactly: the same
+bytes, sizes, permission bits and listings, or the same errno.
+
+What the test found, and the fix, replayed deterministically below:
+``test_chmod_right_after_a_listing_survives_a_remount`` (the metadata cache kept the mode a
+HEAD saw just before a chmod in the same second: ``MetaCache.forget``).
 
 A mismatch fails with the seed, the operation index and the tail of the history;
-``S3FMFS_RANDOM_SEEDS=7 S3FMFS_RANDOM_OPS=800`` replays one seed (default: seeds 1 and 2, 5,000
-operations each, about 35 s each). A hang fails too (:class:`~tests.daemon_watch.Watchdog`).
+``S3FMFS_RANDOM_SEEDS=7 S3FMFS_RANDOM_OPS=800`` replays one seed (default: seeds 1 to 4, 5,000
+operations each, about 20 s each). A hang fails too (:class:`~tests.daemon_watch.Watchdog`).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from tests.servers import S3Server, unique_bucket
 KiB = 1024
 MiB = 1 << 20
 
-SEEDS = [int(s) for s in os.environ.get("S3FMFS_RANDOM_SEEDS", "1,2").split(",") if s.strip()]
+SEEDS = [int(s) for s in os.environ.get("S3FMFS_RANDOM_SEEDS", "1,2,3,4").split(",") if s.strip()]
 OPS = int(os.environ.get("S3FMFS_RANDOM_OPS", "5000"))
 #: part_size_mb=5: the "big" files (6 MiB, written sequentially) go up as multipart uploads.
 OPTIONS = ("part_size_mb=5",)
@@ -709,3 +714,29 @@ def test_random_operations_match_a_local_shadow(
         f"{len(files)} files and {len(dirs) - 1} directories at the end; "
         + ", ".join(f"{k} {v}" for k, v in sorted(ops.counts.items()))
     )
+
+
+def test_chmod_right_after_a_listing_survives_a_remount(
+    moto: S3Server, s3: Any, tmp_path: Path
+) -> None:
+    """What the random operations found: a file written, listed (its HEAD recorded by the
+    metadata cache), then chmod'ed within the same second. The chmod is a copy in place that
+    keeps the ETag and the LastModified second, so the cached row still matched the listing
+    and the next mount showed the old mode. TTLs of 0 make every listing of the first mount
+    reach the bucket, as an expired cache does; the second mount has the default TTLs, so
+    ``stat`` shows what its listing said."""
+    bucket = unique_bucket("chmod")
+    s3.create_bucket(Bucket=bucket)
+    options = ("dir_ttl=0", "stat_ttl=0", "neg_ttl=0")
+    for attempt in range(3):  # each round within one second, most likely; any round may fail
+        name = f"f{attempt}"
+        with mounted(moto, bucket, tmp_path=tmp_path, options=options) as mnt:
+            (mnt / name).write_bytes(b"hello")
+            assert name in os.listdir(mnt)  # a listing, then HEADs: recorded
+            os.chmod(mnt / name, 0o600)
+            assert stat.S_IMODE(os.stat(mnt / name).st_mode) == 0o600
+        with mounted(moto, bucket, tmp_path=tmp_path) as mnt:
+            assert name in os.listdir(mnt)
+            assert stat.S_IMODE(os.stat(mnt / name).st_mode) == 0o600, name
+        mode = int(s3.head_object(Bucket=bucket, Key=name)["Metadata"]["mode"])
+        assert stat.S_IMODE(mode) == 0o600

@@ -263,6 +263,14 @@ class FsCore:
             self.metacache.record(info)  # kept if it is the version a listing showed
         return info
 
+    async def _object_changed(self, key: str) -> None:
+        """This mount wrote the object at ``key``: what the metadata cache knows of it may
+        look current to a listing (a chmod keeps the ETag, maybe the LastModified second)."""
+        if self.metacache is not None:
+            self.metacache.forget(key)
+            if self.metacache.flush_due:
+                await self.metacache.flush()
+
     async def _head_dir(self, path: str) -> Attr:
         """A directory known to exist: its marker's metadata, or the defaults if implicit."""
         if self.options.nometa:
@@ -633,6 +641,7 @@ class FsCore:
         path = await self._new_name(parent_ino, name)
         attr = Attr(Kind.SYMLINK, 0o777 | stat.S_IFLNK, uid, gid, len(target), self._now())
         result = await self.store.put(self.keys.file_key(path), target, metadata_of(attr))
+        await self._object_changed(self.keys.file_key(path))
         attr = attr.with_changes(etag=result.etag)
         node = self.inodes.node_for(path, Kind.SYMLINK)
         node.attr = attr
@@ -965,6 +974,7 @@ class FsCore:
             await self.recovery.keep(node.buffer, key, path, (node.ino, node.version), exc)
             raise FsError(errno.EIO, f"upload of {path} failed") from exc
         await self.recovery.uploaded(self.keys.file_key(path))  # its copy here, if any, is stale
+        await self._object_changed(self.keys.file_key(path))
         if node.unlinked or node.path != path:
             # unlinked or renamed while uploading: the rename/unlink handled the keys
             return
@@ -1103,6 +1113,7 @@ class FsCore:
         result = await self.store.copy(
             key, key, metadata_of(attr, keep), info.content_type or _content_type(path)
         )
+        await self._object_changed(key)
         return attr.with_changes(etag=result.etag or info.etag, complete=True)
 
     async def _write_dir_meta(self, path: str, attr: Attr) -> Attr:
@@ -1221,6 +1232,7 @@ class FsCore:
                 await self.store.copy(old_key, new_key)
                 await self.store.delete(old_key)
             self.inodes.move(old, new)
+            await self._object_changed(new_key)
         self.cache.note_removed(old)
         self.cache.forget_tree(new)
         self.cache.note_exists(new, attr)
@@ -1242,6 +1254,7 @@ class FsCore:
             async def copy_one(key: str) -> None:
                 async with self.limiter:
                     await self.store.copy(key, new_prefix + key[len(old_prefix) :])
+                await self._object_changed(new_prefix + key[len(old_prefix) :])
 
             async with trio.open_nursery() as nursery:
                 for key in keys:

@@ -11,9 +11,12 @@ Invariants:
   type a HEAD answered. It is used only when a listing reports exactly that ETag and
   LastModified: an object changed by anyone has a new LastModified (and mostly a new ETag), so
   a changed object misses and is HEADed again; nothing can serve stale metadata, and no
-  invalidation is ever needed. Writes by the mount itself need none either: a PUT answer
-  carries no LastModified, so the new version is recorded the first time a listing shows it
-  and a HEAD confirms it.
+  invalidation is ever needed for others' changes (but for a metadata-only change within the
+  second of the version it replaces). The mount's own writes ``forget`` the key: a chmod is a
+  copy in place that keeps the ETag, and may keep the LastModified second, so a row recorded
+  just before it would look current (queued rows are dropped, written ones deleted at the
+  next flush). The new version is recorded the first time a listing shows it and a HEAD
+  confirms it (a PUT answer has no LastModified).
 - A HEAD is recorded only when the same key was listed in this mount (``lookup`` remembers the
   versions it missed) and the HEAD answers that version: the same ETag and the same
   LastModified second (a HEAD's date has one-second resolution, a listing's may have more).
@@ -175,6 +178,7 @@ class MetaCache:
         #: key → (etag, last_modified_ns) of versions listed and not found (for ``record``).
         self._listed: dict[str, tuple[str, int]] = {}
         self._pending: dict[str, tuple[str, int, CachedMeta]] = {}
+        self._forgotten: set[str] = set()  # keys the mount changed: rows deleted at flush
         self._pending_since = 0.0
         #: Counters, for tests and the log: rows answered, missed, written.
         self.hits = 0
@@ -199,6 +203,7 @@ class MetaCache:
         log.warning("metadata cache %s disabled after an error: %s", self.path, exc)
         db, self._db = self._db, None
         self._pending.clear()
+        self._forgotten.clear()
         self._listed.clear()
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -242,7 +247,7 @@ class MetaCache:
             self._failed(exc)
             return {}
         for key, etag, last_modified, text in rows:
-            if wanted.get(key) != (etag, last_modified):
+            if wanted.get(key) != (etag, last_modified) or key in self._forgotten:
                 continue
             meta = _decode(text)
             if meta is not None:
@@ -265,7 +270,8 @@ class MetaCache:
         if info.etag != etag or info.last_modified_ns // NS != last_modified // NS:
             return  # changed since the listing: the next listing will tell its version
         del self._listed[info.key]
-        if not self._pending:
+        self._forgotten.discard(info.key)  # the row is replaced at the flush
+        if not self._pending and not self._forgotten:
             self._pending_since = time.monotonic()
         self._pending[info.key] = (
             etag,
@@ -273,26 +279,41 @@ class MetaCache:
             CachedMeta(dict(info.metadata), info.content_type),
         )
 
+    def forget(self, key: str) -> None:
+        """The mount changed the object at ``key``: nothing known of it may be used again
+        (see the module docstring); a HEAD in flight for it is not recorded either."""
+        if self._db is None:
+            return
+        self._listed.pop(key, None)
+        self._pending.pop(key, None)
+        if not self._pending and not self._forgotten:
+            self._pending_since = time.monotonic()
+        self._forgotten.add(key)
+
     @property
     def flush_due(self) -> bool:
-        return bool(self._pending) and (
-            len(self._pending) >= BATCH or time.monotonic() - self._pending_since >= FLUSH_AFTER
+        queued = len(self._pending) + len(self._forgotten)
+        return bool(queued) and (
+            queued >= BATCH or time.monotonic() - self._pending_since >= FLUSH_AFTER
         )
 
     async def flush(self) -> None:
-        """Write the queued rows (one transaction)."""
-        if not self._pending or self._db is None:
+        """Write the queued rows and delete the forgotten ones (one transaction)."""
+        if not (self._pending or self._forgotten) or self._db is None:
             return
         now = int(time.time())
         rows = [
             (self.scope, key, etag, lm, _encode(meta), now)
             for key, (etag, lm, meta) in self._pending.items()
         ]
+        gone = [(self.scope, key) for key in self._forgotten]
         self._pending = {}
+        self._forgotten = set()
 
         def write(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
+                db.executemany("DELETE FROM objects WHERE scope = ? AND key = ?", gone)
                 db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
 
         try:
