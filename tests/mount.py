@@ -91,6 +91,22 @@ def _unescape(field: str) -> str:
     return out.decode(errors="surrogateescape")
 
 
+def daemons_of(mnt: Path) -> list[int]:
+    """Pids of live (not zombie) s3fmfs processes whose command line names ``mnt``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and str(mnt).encode() in cmdline and any(b"s3fmfs" in a for a in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
 def is_mounted(mnt: Path) -> bool:
     """Whether ``mnt`` (an absolute, resolved path) is a mount point; never touches the mount."""
     target = str(mnt)

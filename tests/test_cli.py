@@ -30,7 +30,7 @@ import trio
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from s3fmfs.fs.options import IGNORED, OPTIONS, parse_options
-from tests.mount import is_mounted, mounted, s3fmfs_command
+from tests.mount import daemons_of, is_mounted, mounted, s3fmfs_command
 from tests.servers import S3Server, free_port, unique_bucket
 
 pytestmark = pytest.mark.skipif(
@@ -91,22 +91,6 @@ def s3fmfs(
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-def daemons_of(mnt: Path) -> list[int]:
-    """Pids of live (not zombie) s3fmfs processes whose command line names ``mnt``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and str(mnt).encode() in cmdline and any(b"s3fmfs" in a for a in cmdline):
-            found.append(int(entry.name))
-    return found
 
 
 def poll(predicate: Any, timeout: float) -> bool:

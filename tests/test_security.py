@@ -33,7 +33,15 @@ from typing import Any
 import pytest
 
 from tests.fakes3 import FakeObject, fake_s3, make_pki
-from tests.mount import daemon_pid, is_mounted, log_tail, mount_log, mounted, s3fmfs_command
+from tests.mount import (
+    daemon_pid,
+    daemons_of,
+    is_mounted,
+    log_tail,
+    mount_log,
+    mounted,
+    s3fmfs_command,
+)
 from tests.servers import S3Server, unique_bucket
 
 pytestmark = pytest.mark.skipif(
@@ -81,22 +89,6 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def serving(mnt: Path) -> list[int]:
-    """Pids of live s3fmfs processes whose command line names ``mnt`` (daemon mode)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and str(mnt).encode() in argv and any(b"s3fmfs" in a for a in argv):
-            found.append(int(entry.name))
-    return found
-
-
 @contextlib.contextmanager
 def daemon_mount(*args: str | Path, mnt: Path, env: dict[str, str]) -> Iterator[int]:
     """``s3fmfs ARGS`` in daemon mode (it returns once mounted); the daemon's pid. Unmounted,
@@ -104,7 +96,7 @@ def daemon_mount(*args: str | Path, mnt: Path, env: dict[str, str]) -> Iterator[
     done = run_s3fmfs(*args, env=env)
     try:
         assert done.returncode == 0, done.stderr
-        [pid] = serving(mnt)
+        [pid] = daemons_of(mnt)
         yield pid
     finally:
         if is_mounted(mnt):
@@ -112,12 +104,12 @@ def daemon_mount(*args: str | Path, mnt: Path, env: dict[str, str]) -> Iterator[
         if is_mounted(mnt):
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
         deadline = time.monotonic() + 20
-        while serving(mnt) and time.monotonic() < deadline:
+        while daemons_of(mnt) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pid in serving(mnt):
+        for pid in daemons_of(mnt):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    assert not is_mounted(mnt) and serving(mnt) == []
+    assert not is_mounted(mnt) and daemons_of(mnt) == []
 
 
 def as_nobody(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -157,7 +149,7 @@ def test_tls_is_verified_by_default(tmp_path: Path):
             assert done.returncode == 1
             assert line.startswith(f"s3fmfs: TLS certificate of {fake.endpoint} not trusted ")
             assert "-o ca_bundle=FILE" in line and "-o no_check_certificate" in line
-            assert not is_mounted(mnt) and serving(mnt) == []
+            assert not is_mounted(mnt) and daemons_of(mnt) == []
         assert sum(fake.counts.values()) == 0  # refused at the handshake: not one request
         server = S3Server("127.0.0.1", fake.port, "key", "secret")
         trusted = [f"endpoint={fake.endpoint}", f"ca_bundle={pki.ca_pem}"]
@@ -236,7 +228,7 @@ def test_passwd_file_others_can_access_is_refused(
         f"(mode {mode:04o}): run chmod 600 {passwd}"
     )
     assert SECRET not in done.stderr
-    assert not is_mounted(mnt) and serving(mnt) == []
+    assert not is_mounted(mnt) and daemons_of(mnt) == []
 
 
 # --------------------------------------------------------------------------- other users
