@@ -1017,10 +1017,19 @@ class FsCore:
                 node.version += 1
             self.inodes.maybe_drop(node)
 
-    async def flush_all(self) -> int:
-        """Upload every dirty file (unmount, termination), ``CONCURRENCY`` at a time (with the
-        server away, each waits out its retries: not one after the other); how many failed
-        (each kept in the recovery folder)."""
+    def unsaved(self) -> list[Node]:
+        """The files holding data the bucket does not have (dirty, in the tree, buffered)."""
+        return [
+            node
+            for node in self.inodes.all_nodes()
+            if node.dirty and node.path_attached and node.buffer is not None
+        ]
+
+    async def flush_all(self, nodes: Iterable[Node] | None = None) -> int:
+        """Upload every dirty file (or those of ``nodes``: unmount, termination),
+        ``CONCURRENCY`` at a time (with the server away, each waits out its retries: not one
+        after the other); how many failed (each kept in a recovery copy when one could be
+        written: ``recovery.copy_of``)."""
         failed = 0
         limiter = trio.CapacityLimiter(CONCURRENCY)
 
@@ -1033,7 +1042,7 @@ class FsCore:
                     failed += 1
 
         async with trio.open_nursery() as nursery:
-            for node in self.inodes.all_nodes():
+            for node in self.inodes.all_nodes() if nodes is None else nodes:
                 if node.dirty and node.path_attached:
                     nursery.start_soon(save, node)
         return failed
