@@ -473,6 +473,7 @@ async def _stop(core: FsCore, config: MountConfig) -> int:
         paths = {node.ino: node.path for node in nodes}
         await core.flush_all()
         held = _held(core, nodes)
+        unmounted = bool(held)  # pyfuse3.close only once: a second one is a double free
         if held:
             # The filesystem is served no more: leave it (whoever used it gets an error
             # instead of hanging), and stay until the data is safe.
@@ -481,7 +482,7 @@ async def _stop(core: FsCore, config: MountConfig) -> int:
             await _hold(core, held, config)
         saved = _outcome(core, nodes, paths)
         await core.destroy()
-        if not held:
+        if not unmounted:
             pyfuse3.close(unmount=True)
         _final_line(config.mountpoint, saved)
     return len(saved.kept) + len(saved.lost)
