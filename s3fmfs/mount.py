@@ -11,7 +11,8 @@ Invariants:
   before, as root, the kernel's read-ahead on it is raised (``raise_read_ahead``, best effort).
 - SIGINT/SIGTERM call ``pyfuse3.terminate()`` (through trio's signal handling, on the trio
   thread); when ``main`` returns for any reason, ``STOPPING=1`` goes to systemd and every
-  dirty file is uploaded before ``pyfuse3.close(unmount=True)``, shielded from cancellation.
+  dirty file is uploaded (or copied) before ``pyfuse3.close(unmount=True)`` (called once),
+  shielded from cancellation.
   Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
 - Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
   stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path,

@@ -48,7 +48,7 @@ from tests.test_nothing_lost import (
     payload,
     poll,
 )
-from tests.test_nothing_lost import bucket as bucket
+from tests.test_nothing_lost import bucket as bucket  # the fixtures of test_nothing_lost
 from tests.test_nothing_lost import proxy as proxy
 
 pytestmark = pytest.mark.skipif(

@@ -16,8 +16,10 @@ Invariants:
   an unlink. Uploads of one inode never overlap its writes: both hold ``Node.lock``.
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
-- An upload that fails for good is EIO, and the buffer's data goes to the recovery folder
-  (``recovery.RecoveryFolder``, logged with path and key); a later upload removes that copy.
+- An upload that fails for good is EIO, and the buffer's data goes to a recovery copy
+  (``recovery.RecoveryFolder``: the cache's folder, else the fallback; logged with path and
+  key); a later upload removes that copy. When no copy can be written, the dirty buffer stays
+  (``unsaved``), and a stopping mount waits until it is uploaded or copied (``mount._stop``).
 - Caches are updated by every change the mount makes before the change returns.
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
