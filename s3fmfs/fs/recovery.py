@@ -141,23 +141,27 @@ def _replace(path: Path, fill: Fill) -> None:
         raise
 
 
-def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """The ``(start, end)`` ranges of the first ``size`` bytes of ``fd`` that hold data (the
-    rest are holes); the whole range where the filesystem cannot tell."""
+def data_extents(fd: int, size: int, base: int = 0) -> list[tuple[int, int]]:
+    """The ``(start, end)`` ranges of the ``size`` bytes of ``fd`` from ``base`` that hold data
+    (the rest are holes), relative to ``base``; the whole range where the filesystem cannot
+    tell."""
+    return [(start - base, end - base) for start, end in _extents(fd, base, base + size)]
+
+
+def _extents(fd: int, offset: int, stop: int) -> list[tuple[int, int]]:
     extents: list[tuple[int, int]] = []
-    offset = 0
-    while offset < size:
+    while offset < stop:
         try:
             start = os.lseek(fd, offset, os.SEEK_DATA)
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # no data from offset on
                 break
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                return [(offset, size)] if not extents else [*extents, (offset, size)]
+                return [*extents, (offset, stop)]
             raise
-        if start >= size:
+        if start >= stop:
             break
-        end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
+        end = min(stop, os.lseek(fd, start, os.SEEK_HOLE))
         extents.append((start, end))
         offset = end
     return extents
@@ -344,7 +348,7 @@ class RecoveryFolder:
             if isinstance(source, bytes):
                 extents = [(0, len(source))]
             else:
-                extents = data_extents(source.fd, source.length)
+                extents = data_extents(source.fd, source.length, source.start)
             _check_room(directory, sum(end - start for start, end in extents) + SLACK)
             if known is not None and known.path.parent == directory:
                 target = known.path
