@@ -11,11 +11,16 @@ Invariants:
   before, as root, the kernel's read-ahead on it is raised (``raise_read_ahead``, best effort).
 - SIGINT/SIGTERM call ``pyfuse3.terminate()`` (through trio's signal handling, on the trio
   thread); when ``main`` returns for any reason, ``STOPPING=1`` goes to systemd and every
-  dirty file is uploaded before ``pyfuse3.close(unmount=True)``, shielded from cancellation.
+  dirty file is uploaded (or copied) before ``pyfuse3.close(unmount=True)`` (called once),
+  shielded from cancellation.
   Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
 - Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
   stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path,
-  its data kept in the recovery folder: ``fs/recovery.py``).
+  its data kept in a recovery copy: ``fs/recovery.py``).
+- The process never exits while data is only in its buffers (neither in the bucket nor in a
+  recovery copy): ``_stop`` unmounts, then retries the upload and the copies until one
+  succeeds, logging what it holds every ``hold_report`` seconds; only SIGKILL ends it. Its
+  last line says which files were uploaded, which kept where, which (if any) lost.
 - Multipart uploads are journaled under the cache directory; once serving, a background task
   aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
   delays nothing, and its failures are warnings.
@@ -31,6 +36,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pyfuse3
@@ -54,6 +60,7 @@ from .client import (
 from .fs import metacache, recovery
 from .fs.adapter import S3fmOperations
 from .fs.core import FsCore
+from .fs.inodes import Node
 from .fs.options import MountOptions
 from .fs.s3store import S3Store
 
@@ -358,21 +365,128 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         return 1 if failed else 0
 
 
+#: Longest pause between two attempts of a stopping mount to save data it still holds.
+HOLD_RETRY_MAX = 30.0
+
+
+@dataclass
+class Saved:
+    """What the stop did with the files that had unsaved data (paths as they were saved)."""
+
+    uploaded: list[str]
+    kept: list[tuple[str, Path]]
+    lost: list[tuple[str, int]]
+
+
+def _held(core: FsCore, nodes: list[Node]) -> list[Node]:
+    """Those of ``nodes`` whose current data is only in this process: neither uploaded nor in
+    a recovery copy (and still there to be saved)."""
+    return [
+        node
+        for node in nodes
+        if node.dirty
+        and node.path_attached
+        and node.buffer is not None
+        and not node.buffer.closed
+        and core.recovery.copy_of(core.keys.file_key(node.path), (node.ino, node.version)) is None
+    ]
+
+
+def _sizes(nodes: list[Node]) -> str:
+    return ", ".join(f"{n.path!r} ({n.buffer.size if n.buffer else 0} bytes)" for n in nodes)
+
+
+async def _hold(core: FsCore, held: list[Node], config: MountConfig) -> None:
+    """Try again and again to upload (else copy) ``held`` until every one is safe, saying what
+    is held and where it will go every ``hold_report`` seconds. Only SIGKILL ends this."""
+    period = config.options.hold_report
+    places = " or ".join(str(p) for p in core.recovery.places) or "nowhere (no recovery folder)"
+
+    async def report() -> None:
+        while True:
+            total = sum(n.buffer.size for n in held if n.buffer is not None)
+            log.error(
+                "not exiting: %d file(s), %d bytes, are neither in the bucket nor in a recovery "
+                "copy, only in this process: %s; retrying the upload to bucket %r, else a copy "
+                "in %s, until one succeeds (SIGTERM is ignored; SIGKILL would lose them)",
+                len(held),
+                total,
+                _sizes(held),
+                config.bucket,
+                places,
+            )
+            await trio.sleep(period)
+
+    pause = 1.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report)
+        while held:
+            await trio.sleep(pause)
+            pause = min(2 * pause, HOLD_RETRY_MAX)
+            await core.flush_all(held)
+            held[:] = _held(core, held)
+        nursery.cancel_scope.cancel()
+
+
+def _outcome(core: FsCore, nodes: list[Node], paths: dict[int, str]) -> Saved:
+    saved = Saved([], [], [])
+    for node in nodes:
+        path = node.path if node.path_attached else paths[node.ino]
+        if not node.dirty:
+            saved.uploaded.append(path)
+            continue
+        copy = core.recovery.copy_of(core.keys.file_key(path), (node.ino, node.version))
+        if copy is not None:
+            saved.kept.append((path, copy))
+        else:
+            saved.lost.append((path, node.buffer.size if node.buffer else 0))
+    return saved
+
+
+def _final_line(mountpoint: str, saved: Saved) -> None:
+    """One line saying what became of every file that had unsaved data: only what is true."""
+    uploaded = ", ".join(repr(p) for p in saved.uploaded) or "none"
+    if not saved.kept and not saved.lost:
+        if saved.uploaded:
+            log.info("unmounted %s; uploaded at the end: %s", mountpoint, uploaded)
+        else:
+            log.info("unmounted %s", mountpoint)
+        return
+    kept = ", ".join(f"{p!r} in {copy}" for p, copy in saved.kept) or "none"
+    lost = ", ".join(f"{p!r} ({size} bytes)" for p, size in saved.lost) or "none"
+    log.error(
+        "unmounted %s; %d file(s) could not be uploaded before unmounting: their data is kept "
+        "in recovery copies: %s; lost: %s; uploaded at the end: %s",
+        mountpoint,
+        len(saved.kept) + len(saved.lost),
+        kept,
+        lost,
+        uploaded,
+    )
+
+
 async def _stop(core: FsCore, config: MountConfig) -> int:
-    """Upload every unsaved file, then unmount; the number of files that failed."""
+    """Upload every unsaved file, then unmount; the number of files not uploaded. A file that
+    can be neither uploaded nor copied keeps the process alive (unmounted, retrying)."""
     sd_notify("STOPPING=1")
     with trio.CancelScope(shield=True):
-        failed = await core.flush_all()
-        if failed:
-            log.error(
-                "%d file(s) could not be uploaded before unmounting; their data is in %s",
-                failed,
-                core.recovery.directory,
-            )
+        nodes = core.unsaved()
+        paths = {node.ino: node.path for node in nodes}
+        await core.flush_all()
+        held = _held(core, nodes)
+        unmounted = bool(held)  # pyfuse3.close only once: a second one is a double free
+        if held:
+            # The filesystem is served no more: leave it (whoever used it gets an error
+            # instead of hanging), and stay until the data is safe.
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s, still holding unsaved data", config.mountpoint)
+            await _hold(core, held, config)
+        saved = _outcome(core, nodes, paths)
         await core.destroy()
-        pyfuse3.close(unmount=True)
-        log.info("unmounted %s", config.mountpoint)
-    return failed
+        if not unmounted:
+            pyfuse3.close(unmount=True)
+        _final_line(config.mountpoint, saved)
+    return len(saved.kept) + len(saved.lost)
 
 
 def run(config: MountConfig, reporter: Reporter | None = None) -> int:

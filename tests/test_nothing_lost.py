@@ -477,7 +477,10 @@ def test_unmount_that_cannot_upload_keeps_the_data_and_exits_1(
         assert missing(s3, bucket, key)
         assert f"upload of {key!r} (key {key!r}) failed" in log
         assert f"its data is kept in {copy}" in log
-    assert f"3 file(s) could not be uploaded before unmounting; their data is in {cache}" in log
+    last = log.strip().splitlines()[-1]  # the final line names every copy, and nothing lost
+    assert "3 file(s) could not be uploaded before unmounting" in last and "lost: none" in last
+    for key, (copy, _) in copies.items():
+        assert f"{key!r} in {copy}" in last
 
 
 # --------------------------------------------------------------------------- SIGKILL
@@ -704,3 +707,51 @@ async def test_recovery_names_are_safe_and_one_per_key(tmp_path: Path) -> None:
     buffer.close()
     assert theirs == mine.with_name(mine.name + "-2") and theirs.read_bytes() == b"other"
     assert mine.read_bytes() == b".hidden" + bytes([KEYS.index(".hidden")])
+
+
+async def test_copy_of_a_5_tib_sparse_file_keeps_its_holes(tmp_path: Path) -> None:
+    """A 5 TiB buffer holding 8 bytes of data: the copy is 5 TiB long, takes a few blocks
+    and is written at once (the old copy wrote every zero, until the disk was full)."""
+    folder = RecoveryFolder(tmp_path / "recovery", "http://h:1", "bkt", tmp_path / "fallback")
+    buffer = await WriteBuffer.create(str(tmp_path))
+    size = 5 << 40
+    await buffer.pwrite(0, b"head")
+    await buffer.truncate(size)
+    await buffer.pwrite(size - 4, b"tail")
+    started = time.monotonic()
+    copy = await folder.keep(buffer, "huge.img", "huge.img", (1, 1), RuntimeError("refused"))
+    buffer.close()
+    assert copy is not None and copy.parent == tmp_path / "recovery"
+    assert time.monotonic() - started < 10
+    assert copy.stat().st_size == size and copy.stat().st_blocks * 512 <= 1 << 20
+    with open(copy, "rb") as f:
+        assert f.read(6) == b"head\0\0"
+        f.seek(size - 6)
+        assert f.read() == b"\0\0tail"
+    assert not (tmp_path / "fallback").exists()
+
+
+async def test_copy_goes_to_the_fallback_and_the_log_says_only_the_truth(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recovery folder cannot be made (a file is in the way): the copy goes to the
+    fallback, and the log names it and says why not the first; with the fallback unusable
+    too, no copy, and the log says the data is only in the write buffer."""
+    blocker = tmp_path / "cache"
+    blocker.write_bytes(b"")
+    data = payload(21, 2 * MiB)
+    buffer = await WriteBuffer.create(str(tmp_path))
+    await buffer.pwrite(0, data)
+    folder = RecoveryFolder(blocker / "recovery", "http://h:1", "bkt", tmp_path / "state" / "r")
+    copy = await folder.keep(buffer, "k", "p", (1, 1), RuntimeError("refused"))
+    assert copy is not None and copy.parent == tmp_path / "state" / "r"
+    assert copy.read_bytes() == data and folder.copy_of("k", (1, 1)) == copy
+    assert f"its data is kept in {copy} (not in {blocker / 'recovery'}: " in caplog.text
+    caplog.clear()
+    nowhere = RecoveryFolder(blocker / "recovery", "http://h:1", "bkt", blocker / "state")
+    assert await nowhere.keep(buffer, "k", "p", (1, 1), RuntimeError("refused")) is None
+    buffer.close()
+    assert nowhere.copy_of("k", (1, 1)) is None
+    assert "no recovery copy could be written" in caplog.text
+    assert f"its {len(data)} bytes are only in this mount's write buffer" in caplog.text
+    assert "kept in" not in caplog.text

@@ -3,13 +3,18 @@ a temporary file, and either way the buffer holds exactly the bytes written."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
 
 from s3fmfs.fs import writebuf
-from s3fmfs.fs.writebuf import MemoryPool, WriteBuffer
+from s3fmfs.fs.writebuf import FileWindow, MemoryPool, WriteBuffer
 
 
 def test_small_file_stays_in_memory_and_uploads_as_bytes() -> None:
@@ -120,5 +125,44 @@ def test_random_writes_and_truncates_match_a_model(
         assert content == bytes(model)
         buf.close()
         assert pool.used == 0
+
+    trio.run(main)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (root only), unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_write_that_finds_the_disk_full_changes_nothing(small_disk: Path) -> None:
+    """A write over old bytes and past the end that runs out of room part way: ENOSPC, and
+    the buffer (size, bytes, the file's length, what an upload reads) is as before it."""
+
+    async def main() -> None:
+        rng = random.Random(7)
+        buf = await WriteBuffer.create(str(small_disk))
+        old = rng.randbytes(600 << 10)
+        await buf.pwrite(0, old)
+        with pytest.raises(OSError) as info:
+            await buf.pwrite(300 << 10, rng.randbytes(800 << 10))  # needs 1.1 MiB in all
+        assert info.value.errno == errno.ENOSPC
+        assert buf.size == len(old)
+        assert await buf.pread(0, 2 << 20) == old
+        source = await buf.upload_source()
+        assert isinstance(source, FileWindow) and source.length == len(old)
+        assert os.fstat(source.fd).st_size == len(old)
+        assert source.read() == old
+        await buf.pwrite(len(old), b"more")  # what fits still goes in
+        assert await buf.pread(0, 2 << 20) == old + b"more"
+        buf.close()
 
     trio.run(main)

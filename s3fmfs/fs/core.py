@@ -16,8 +16,10 @@ Invariants:
   an unlink. Uploads of one inode never overlap its writes: both hold ``Node.lock``.
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
-- An upload that fails for good is EIO, and the buffer's data goes to the recovery folder
-  (``recovery.RecoveryFolder``, logged with path and key); a later upload removes that copy.
+- An upload that fails for good is EIO, and the buffer's data goes to a recovery copy
+  (``recovery.RecoveryFolder``: the cache's folder, else the fallback; logged with path and
+  key); a later upload removes that copy. When no copy can be written, the dirty buffer stays
+  (``unsaved``), and a stopping mount waits until it is uploaded or copied (``mount._stop``).
 - Caches are updated by every change the mount makes before the change returns.
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
@@ -1017,10 +1019,19 @@ class FsCore:
                 node.version += 1
             self.inodes.maybe_drop(node)
 
-    async def flush_all(self) -> int:
-        """Upload every dirty file (unmount, termination), ``CONCURRENCY`` at a time (with the
-        server away, each waits out its retries: not one after the other); how many failed
-        (each kept in the recovery folder)."""
+    def unsaved(self) -> list[Node]:
+        """The files holding data the bucket does not have (dirty, in the tree, buffered)."""
+        return [
+            node
+            for node in self.inodes.all_nodes()
+            if node.dirty and node.path_attached and node.buffer is not None
+        ]
+
+    async def flush_all(self, nodes: Iterable[Node] | None = None) -> int:
+        """Upload every dirty file (or those of ``nodes``: unmount, termination),
+        ``CONCURRENCY`` at a time (with the server away, each waits out its retries: not one
+        after the other); how many failed (each kept in a recovery copy when one could be
+        written: ``recovery.copy_of``)."""
         failed = 0
         limiter = trio.CapacityLimiter(CONCURRENCY)
 
@@ -1033,7 +1044,7 @@ class FsCore:
                     failed += 1
 
         async with trio.open_nursery() as nursery:
-            for node in self.inodes.all_nodes():
+            for node in self.inodes.all_nodes() if nodes is None else nodes:
                 if node.dirty and node.path_attached:
                     nursery.start_soon(save, node)
         return failed

@@ -59,6 +59,8 @@ OPTIONS: dict[str, str] = {
     "read_timeout": "seconds a request may wait for the server to answer or take more bytes "
     "before it is retried (default 60)",
     "connect_timeout": "seconds to open a connection before the request is retried (default 10)",
+    "hold_report": "seconds between the log lines of a stopping mount that holds data it could "
+    "neither upload nor copy, and so does not exit (default 10)",
 }
 
 FLAGS = frozenset(
@@ -152,6 +154,7 @@ class MountOptions:
     timeout: float = 120.0
     read_timeout: float = 60.0
     connect_timeout: float = 10.0
+    hold_report: float = 10.0
 
     @property
     def default_file_mode(self) -> int:
@@ -315,7 +318,7 @@ def _set_value(opts: MountOptions, name: str, value: str) -> None:
         setattr(opts, name, _octal(name, value))
     elif name in ("stat_ttl", "dir_ttl", "neg_ttl"):
         setattr(opts, name, _seconds(name, value))
-    elif name in ("timeout", "read_timeout", "connect_timeout"):
+    elif name in ("timeout", "read_timeout", "connect_timeout", "hold_report"):
         seconds = _seconds(name, value)
         if seconds <= 0:
             raise OptionError(f"{name} must be more than 0 seconds, not {value!r}")

@@ -181,27 +181,35 @@ class S3Store:
         content_type: str | None = None,
     ) -> PutResult:
         headers = {"content-type": content_type} if content_type else None
-        if not isinstance(body, bytes):
+        length: int | None = None
+        if isinstance(body, FileWindow):  # exactly its length, whatever the file holds past it
+            length = body.length - body.tell()
+            if length > self.multipart_threshold:
+                fd, start = body.fd, body.start + body.tell()
+                return await self._put_multipart(key, fd, start, length, metadata, headers)
+        elif not isinstance(body, bytes):
             size = await trio.to_thread.run_sync(_remaining, body)
             if size > self.multipart_threshold:
-                return await self._put_multipart(key, body, size, metadata, headers)
-        resp = await self.conn.put(self.bucket, key, S3Object(body, dict(metadata)), headers)
+                start = await trio.to_thread.run_sync(body.tell)
+                return await self._put_multipart(key, body.fileno(), start, size, metadata, headers)
+        resp = await self.conn.put(
+            self.bucket, key, S3Object(body, dict(metadata)), headers, content_length=length
+        )
         return PutResult(etag=resp.etag)
 
     async def _put_multipart(
         self,
         key: str,
-        body: IO[bytes],
+        fd: int,
+        start: int,
         size: int,
         metadata: Mapping[str, str],
         headers: Mapping[str, str] | None,
     ) -> PutResult:
-        """Upload a big file in parts, ``upload_concurrency`` at a time, each from its own
-        window of the file; each part is retried by the client on its own; any failure aborts
-        the upload."""
+        """Upload ``size`` bytes of file ``fd`` from ``start`` in parts, ``upload_concurrency``
+        at a time, each from its own window of the file; each part is retried by the client on
+        its own; any failure aborts the upload."""
         part_size = max(self.part_size, -(-size // MAX_PARTS))
-        start = await trio.to_thread.run_sync(body.tell)
-        fd = body.fileno()
         upload_id = await self.journal.create(
             key,
             lambda: self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata),

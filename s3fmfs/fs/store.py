@@ -20,8 +20,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from dataclasses import dataclass, field
 from typing import IO, Protocol, runtime_checkable
 
-#: What ``put`` uploads: bytes, or a binary file read from its current position to its end.
-PutBody = bytes | IO[bytes]
+from .writebuf import FileWindow
+
+#: What ``put`` uploads: bytes, a window of a file (exactly its length), or a binary file read
+#: from its current position to its end.
+PutBody = bytes | FileWindow | IO[bytes]
 #: Takes the bytes of a streamed GET as they arrive, in order; the GET reads no further from
 #: its connection until it returns (flow control).
 Sink = Callable[[bytes], Awaitable[object]]

@@ -13,6 +13,11 @@ Invariants:
   worker thread, while memory stays bounded by the pool.
 - File I/O runs in a worker thread (``trio.to_thread``): the trio thread never blocks on disk.
 - The file is anonymous (``TemporaryFile``): nothing is left behind, even after a crash.
+- A write that fails (ENOSPC: the temporary directory is full) changes nothing: the file is
+  cut back to its size before the write and the bytes it overwrote are put back, so the
+  buffer holds exactly the writes that succeeded, and the caller reports the error.
+- ``size`` is the content's length; uploads and copies read exactly ``size`` bytes
+  (``upload_source``, ``window``), never what the file may hold past it.
 - ``window`` hands out independent read-only views (``pread``, no shared position) for parts
   uploaded while the file is written; whoever closes the buffer first makes sure no upload
   still reads one (``StreamingUpload.abort``/``finish``).
@@ -58,25 +63,25 @@ class FileWindow:
     a worker thread by the client; ``seek``/``tell`` make it replayable on a retry)."""
 
     def __init__(self, fd: int, start: int, length: int) -> None:
-        self._fd = fd
-        self._start = start
-        self._length = length
+        self.fd = fd
+        self.start = start
+        self.length = length
         self._pos = 0
 
     def tell(self) -> int:
         return self._pos
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def read(self, size: int = -1, /) -> bytes:
-        left = self._length - self._pos
+        left = self.length - self._pos
         size = left if size < 0 else min(size, left)
         if size <= 0:
             return b""
-        data = os.pread(self._fd, size, self._start + self._pos)
+        data = os.pread(self.fd, size, self.start + self._pos)
         self._pos += len(data)
         return data
 
@@ -161,14 +166,15 @@ class WriteBuffer:
         self.size = max(self.size, offset)
 
     async def pwrite(self, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset`` (a hole before it reads as zeros)."""
+        """Write ``data`` at ``offset`` (a hole before it reads as zeros); on failure (ENOSPC)
+        the content is as it was before."""
         end = offset + len(data)
         memory = self._memory_room(max(end, self.size))
         if memory is not None:
             memory[offset:end] = data
         else:
             fd = await self._spill()
-            await trio.to_thread.run_sync(_pwrite_all, fd, data, offset)
+            await trio.to_thread.run_sync(_pwrite_or_undo, fd, data, offset, self.size)
         self.size = max(self.size, end)
 
     async def pread(self, offset: int, size: int) -> bytes:
@@ -179,20 +185,7 @@ class WriteBuffer:
         if self._memory is not None:
             return bytes(self._memory[offset : offset + size])
         assert self._file is not None
-        fd = self._file.fileno()
-
-        def read() -> bytes:
-            parts: list[bytes] = []
-            done = 0
-            while done < size:
-                chunk = os.pread(fd, size - done, offset + done)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                done += len(chunk)
-            return b"".join(parts)
-
-        return await trio.to_thread.run_sync(read)
+        return await trio.to_thread.run_sync(_pread_all, self._file.fileno(), size, offset)
 
     async def truncate(self, size: int) -> None:
         """Cut or extend (with zeros) to ``size`` bytes."""
@@ -206,14 +199,13 @@ class WriteBuffer:
             await trio.to_thread.run_sync(os.ftruncate, fd, size)
         self.size = size
 
-    async def upload_source(self) -> bytes | IO[bytes]:
-        """The content for an upload to read (under the inode's lock): the bytes, or the file
-        positioned at 0."""
+    async def upload_source(self) -> bytes | FileWindow:
+        """The content for an upload to read (under the inode's lock): the bytes, or a window
+        of exactly ``size`` bytes of the file."""
         if self._memory is not None:
             return bytes(self._memory)
         assert self._file is not None
-        await trio.to_thread.run_sync(self._file.seek, 0)
-        return self._file
+        return FileWindow(self._file.fileno(), 0, self.size)
 
     def window(self, start: int, length: int) -> FileWindow | io.BytesIO:
         """A view of ``length`` bytes from ``start`` for an upload to read."""
@@ -229,6 +221,35 @@ class WriteBuffer:
         self._free_memory()
         if self._file is not None:
             self._file.close()
+
+
+def _pwrite_or_undo(fd: int, data: bytes, offset: int, size: int) -> None:
+    """Write ``data`` at ``offset`` of a file of ``size`` bytes; when that fails part way, cut
+    the file back to ``size`` and put back the old bytes it overwrote, then raise."""
+    overlap = max(0, min(offset + len(data), size) - offset)
+    saved = _pread_all(fd, overlap, offset) if overlap else b""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], offset + done)
+    except OSError:
+        os.ftruncate(fd, size)
+        if done and saved:
+            _pwrite_all(fd, saved[:done], offset)  # blocks just written: no new space needed
+        raise
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    parts: list[bytes] = []
+    done = 0
+    while done < size:
+        chunk = os.pread(fd, size - done, offset + done)
+        if not chunk:
+            break
+        parts.append(chunk)
+        done += len(chunk)
+    return b"".join(parts)
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
