@@ -530,6 +530,7 @@ def test_symlink_targets_readlink_can_return(
         with pytest.raises(OSError) as info:
             os.readlink(mnt / "foreign")  # made elsewhere: too long for the kernel
         assert info.value.errno == errno.ENAMETOOLONG
+        # (the kernel itself refuses these before asking the daemon; the core does too)
         for target, code in (("t" * 4096, errno.ENAMETOOLONG), ("", errno.ENOENT)):
             with pytest.raises(OSError) as info:
                 os.symlink(target, mnt / "bad")

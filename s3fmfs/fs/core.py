@@ -19,6 +19,12 @@ Invariants:
 - An upload that fails for good is EIO, and the buffer's data goes to the recovery folder
   (``recovery.RecoveryFolder``, logged with path and key); a later upload removes that copy.
 - Caches are updated by every change the mount makes before the change returns.
+- A directory rename is atomic for the mount: it holds an exclusive claim (``treelock``) on
+  its old and new paths, and every operation that changes the namespace or writes a key
+  (create, mkdir, symlink, unlink, rmdir, rename, setattr, uploads in ``_save``) holds a
+  shared claim on the paths it names, taken before any node lock and never nested on other
+  paths. No key is written under a moving tree, so one listing finds every key to move;
+  a key found under the old prefix afterwards (another client) is EIO, logged.
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
 

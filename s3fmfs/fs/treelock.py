@@ -58,8 +58,10 @@ class TreeLock:
             self.waiting -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake every waiter to check again (most releases have none: nothing to do)."""
+        if self.waiting:
+            self._changed.set()
+            self._changed = trio.Event()
 
     def _blocked(self, paths: Iterable[str]) -> bool:
         return any(_covers(r, p) for roots in self._exclusive for r in roots for p in paths)
