@@ -361,14 +361,20 @@ SHORT_TTLS = ("stat_ttl=1", "dir_ttl=1", "neg_ttl=1")
 FILES = 300
 
 #: A creator as a process: ``echo NAME > DIR/NAME`` in a loop until ``stop`` exists; one line
-#: per attempt: ``ok NAME``, or ``fail WHEN NAME MESSAGE`` (WHEN: ``after`` once ``mv-done``
-#: existed before the attempt started, else ``during``).
+#: per attempt: ``ok WHEN NAME`` or ``fail WHEN NAME MESSAGE``. WHEN is when the attempt
+#: started: ``before`` mv started, ``during`` it, or ``after`` it returned (``mv-done``).
 SHELL_CREATOR = r"""
 i=0
 while [ ! -e "$3/stop" ]; do
   n="$2-$i"
-  if [ -e "$3/mv-done" ]; then when=after; else when=during; fi
-  if out=$( { echo "$n" > "$1/$n"; } 2>&1 ); then echo "ok $n"; else echo "fail $when $n $out"; fi
+  when=before
+  if [ -e "$3/mv-started" ]; then when=during; fi
+  if [ -e "$3/mv-done" ]; then when=after; fi
+  if out=$( { echo "$n" > "$1/$n"; } 2>&1 ); then
+    echo "ok $when $n"
+  else
+    echo "fail $when $n $out"
+  fi
   i=$((i+1))
 done
 """
@@ -393,25 +399,32 @@ def keys_under(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
 class ThreadCreator:
     """Creates ``DIR/NAME-i`` (content: the name) in a thread until stopped."""
 
-    def __init__(self, directory: Path, name: str, mv_done: threading.Event) -> None:
+    def __init__(
+        self, directory: Path, name: str, mv_started: threading.Event, mv_done: threading.Event
+    ) -> None:
         self.directory = directory
         self.name = name
+        self.mv_started = mv_started
         self.mv_done = mv_done
         self.stop = threading.Event()
         self.attempts: list[tuple[str, str, int | None]] = []  # (when, name, errno or None)
+        self.spans: list[tuple[float, float]] = []  # (start, end) of each attempt, monotonic
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
         i = 0
         while not self.stop.is_set():
             name = f"{self.name}-{i}"
-            when = "after" if self.mv_done.is_set() else "during"
+            when = "during" if self.mv_started.is_set() else "before"
+            when = "after" if self.mv_done.is_set() else when
+            start = time.monotonic()
             try:
                 with open(self.directory / name, "w") as f:
                     f.write(name)
                 self.attempts.append((when, name, None))
             except OSError as exc:
                 self.attempts.append((when, name, exc.errno))
+            self.spans.append((start, time.monotonic()))
             i += 1
 
     def made(self) -> int:
@@ -443,8 +456,8 @@ def test_mv_of_a_busy_folder_is_atomic(
         open_before = open(src / "open-before", "w")  # noqa: SIM115 (closed after the mv)
         open_before.write("first half ")
         open_before.flush()
-        mv_done = threading.Event()
-        threads = [ThreadCreator(src, f"t{n}", mv_done) for n in range(2)]
+        mv_started, mv_done = threading.Event(), threading.Event()
+        threads = [ThreadCreator(src, f"t{n}", mv_started, mv_done) for n in range(2)]
         shells: list[subprocess.Popen[str]] = []
         try:
             for n in range(2):
@@ -462,9 +475,11 @@ def test_mv_of_a_busy_folder_is_atomic(
             while min(t.made() for t in threads) < 20:  # creating busily by now
                 assert time.monotonic() < deadline, "the creators made no progress"
                 time.sleep(0.05)
-            t_mv = time.monotonic()
+            (workdir / "mv-started").touch()
+            mv_started.set()
+            mv_start = time.monotonic()
             moved = subprocess.run(["mv", str(src), str(dst)], capture_output=True, text=True)
-            t_mv = time.monotonic() - t_mv
+            mv_end = time.monotonic()
             (workdir / "mv-done").touch()
             mv_done.set()
             assert moved.returncode == 0, moved.stderr
@@ -486,19 +501,28 @@ def test_mv_of_a_busy_folder_is_atomic(
         time.sleep(2.5)  # past neg_ttl and dir_ttl: what the bucket says now
         assert not src.exists() and "rw" not in os.listdir(mnt)
         listed = set(os.listdir(dst))
-    ok: list[str] = []
-    for t in threads:
-        ok += [name for _, name, code in t.attempts if code is None]
-        for when, name, code in t.attempts:  # all fail after the mv, ENOENT: the old name
-            assert code == (errno.ENOENT if when == "after" else None), (when, name, code)
+    # (when, name, errno or None) of every attempt, threads' and shells'
+    attempts = [a for t in threads for a in t.attempts]
     for output in outputs:
-        lines = output.splitlines()
-        ok += [line.split()[1] for line in lines if line.startswith("ok ")]
-        fails = [line for line in lines if line.startswith("fail ")]
-        assert any(line.startswith("ok ") for line in lines), output[-2000:]
-        assert fails, "no shell create was tried after the mv, or they succeeded"
-        for line in fails:
-            assert line.startswith("fail after ") and "No such file or directory" in line, line
+        for line in output.splitlines():
+            result, when, name, *message = line.split(maxsplit=3)
+            if result == "fail":
+                assert "No such file or directory" in message[0], line
+            attempts.append((when, name, None if result == "ok" else errno.ENOENT))
+        assert " after " in output, output[-2000:]  # each shell loop tried after the mv too
+    # before the mv: all succeed; after it returned: all ENOENT (the old name is gone);
+    # started while it ran: either (they waited for it; then the kernel or the moved
+    # directory's inode decides), but never another error
+    for when, name, code in attempts:
+        allowed: dict[str, list[int | None]] = {
+            "before": [None],
+            "during": [None, errno.ENOENT],
+            "after": [errno.ENOENT],
+        }
+        assert code in allowed[when], (when, name, code)
+    ok = [name for _, name, code in attempts if code is None]
+    during = [code for when, _, code in attempts if when == "during"]
+    overlapping = [s for t in threads for s in t.spans if s[0] < mv_end and s[1] > mv_start]
     # every create that succeeded is under the new name, and nothing is under the old one
     assert keys_under(s3, bucket, "rw/") == {}
     stored = keys_under(s3, bucket, "rw2/")
@@ -511,10 +535,14 @@ def test_mv_of_a_busy_folder_is_atomic(
     assert not bad, bad[:10]
     assert listed == {key.removeprefix("rw2/") for key in expected}
     logging.getLogger(__name__).info(
-        "creates: %d succeeded; %d objects moved; mv took %.2f s; %.1f s in all",
+        "creates: %d succeeded; %d started during the mv (%d succeeded); %d threads' creates "
+        "overlapped it; %d objects moved; mv took %.2f s; %.1f s in all",
         len(ok),
+        len(during),
+        during.count(None),
+        len(overlapping),
         len(stored) - len(ok),
-        t_mv,
+        mv_end - mv_start,
         time.monotonic() - t_start,
     )
 

@@ -42,6 +42,7 @@ from tests.mount import (
     mount_log,
     mounted,
     s3fmfs_command,
+    unmount,
 )
 from tests.servers import S3Server, unique_bucket
 
@@ -240,13 +241,16 @@ def test_executable_passwd_file_is_refused(moto: S3Server, bucket: str, tmp_path
     mnt = (tmp_path / "mnt").resolve()
     mnt.mkdir()
     options = f"endpoint={moto.endpoint},passwd_file={passwd}"
-    done = run_s3fmfs(bucket, mnt, "-o", options, env=clean_env(tmp_path))
-    assert done.returncode == 2
-    assert one_line(done) == (
-        f"s3fmfs: passwd file {passwd} is executable (mode 0700): run chmod 600 {passwd}"
-    )
-    assert SECRET not in done.stderr
-    assert not is_mounted(mnt) and daemons_of(mnt) == []
+    try:
+        done = run_s3fmfs(bucket, mnt, "-o", options, env=clean_env(tmp_path))
+        assert done.returncode == 2
+        assert one_line(done) == (
+            f"s3fmfs: passwd file {passwd} is executable (mode 0700): run chmod 600 {passwd}"
+        )
+        assert SECRET not in done.stderr
+        assert not is_mounted(mnt) and daemons_of(mnt) == []
+    finally:
+        unmount(mnt)  # if it mounted after all (the daemon exits with its mount)
 
 
 # --------------------------------------------------------------------------- other users
