@@ -13,8 +13,8 @@ Invariants:
 - s3fs format: ``ACCESS:SECRET`` or ``BUCKET:ACCESS:SECRET`` lines; a line naming the bucket
   wins over a generic one; blank lines and ``#`` comments are ignored; a malformed line is an
   error naming its line number (never its content: it may hold a secret).
-- A passwd file readable (or writable) by group or others is refused with a clear message, as
-  s3fs does; so is one that is not a regular file.
+- A passwd file with any permission bit for group or others, or any execute bit, is refused
+  with a clear message, as s3fs does; so is one that is not a regular file.
 - Explicit choices fail loudly: ``passwd_file=`` that does not give the bucket a key pair, a
   ``profile=`` that does not exist, or only one of a pair of variables set, raise
   ``CredentialsError``. Only the implicit sources (``$AWS_PROFILE``'s section, the default
@@ -56,7 +56,8 @@ def _home(environ: Mapping[str, str]) -> Path:
 
 
 def check_private(path: Path) -> None:
-    """Refuse a passwd file that is not a regular file or that group or others can access."""
+    """Refuse a passwd file that is not a regular file, that group or others can access, or
+    that is executable (s3fs refuses both)."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -66,6 +67,11 @@ def check_private(path: Path) -> None:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise CredentialsError(
             f"passwd file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}"
+        )
+    if st.st_mode & stat.S_IXUSR:
+        raise CredentialsError(
+            f"passwd file {path} is executable "
             f"(mode {stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}"
         )
 

@@ -135,6 +135,20 @@ def test_passwd_file_readable_by_others_is_refused(home: Home, tmp_path: Path, m
         home.find()
 
 
+@pytest.mark.parametrize("mode", [0o700, 0o500, 0o100])
+def test_executable_passwd_file_is_refused(home: Home, tmp_path: Path, mode: int) -> None:
+    """s3fs refuses a credentials file with an execute bit, even one only its owner has."""
+    path = home.passwd(tmp_path / "pw", "KEY:secret\n", mode)
+    with pytest.raises(CredentialsError) as info:
+        home.find(passwd_file=str(path))
+    assert str(info.value) == (
+        f"passwd file {path} is executable (mode {mode:04o}): run chmod 600 {path}"
+    )
+    home.user_passwd("KEY:secret\n", mode)  # the same rule for the default files
+    with pytest.raises(CredentialsError, match="is executable"):
+        home.find()
+
+
 def test_passwd_file_option_must_serve_the_bucket(home: Home, tmp_path: Path) -> None:
     path = home.passwd(tmp_path / "pw", "other:KEY:secret\n")
     with pytest.raises(CredentialsError, match="no line for bucket 'bkt'"):

@@ -7,7 +7,8 @@ modes, other users kept out (or held to the stored modes), private cache folders
 - Secrets: a mount with a passwd file, and one with environment credentials, at ``-d``: the
   secret is in no log line, not in ``/proc/PID/cmdline`` (what ``ps`` shows as the process
   title), ``comm`` or ``Name``, nor in any file the mount wrote.
-- A passwd file group or others can access is refused: one line, exit 2, nothing mounted.
+- A passwd file group or others can access, or an executable one, is refused: one line,
+  exit 2, nothing mounted.
 - As another user (uid 65534, ``subprocess``'s ``user=``): without ``allow_other`` every
   access is EACCES; with it, ``default_permissions`` makes the kernel enforce the modes and
   owners stored in ``x-amz-meta-mode/uid/gid``.
@@ -41,6 +42,7 @@ from tests.mount import (
     mount_log,
     mounted,
     s3fmfs_command,
+    unmount,
 )
 from tests.servers import S3Server, unique_bucket
 
@@ -229,6 +231,26 @@ def test_passwd_file_others_can_access_is_refused(
     )
     assert SECRET not in done.stderr
     assert not is_mounted(mnt) and daemons_of(mnt) == []
+
+
+def test_executable_passwd_file_is_refused(moto: S3Server, bucket: str, tmp_path: Path):
+    """Mode 0700 is private but executable: s3fs refuses it, so does s3fmfs."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"AKIATESTKEY:{SECRET}\n")
+    passwd.chmod(0o700)
+    mnt = (tmp_path / "mnt").resolve()
+    mnt.mkdir()
+    options = f"endpoint={moto.endpoint},passwd_file={passwd}"
+    try:
+        done = run_s3fmfs(bucket, mnt, "-o", options, env=clean_env(tmp_path))
+        assert done.returncode == 2
+        assert one_line(done) == (
+            f"s3fmfs: passwd file {passwd} is executable (mode 0700): run chmod 600 {passwd}"
+        )
+        assert SECRET not in done.stderr
+        assert not is_mounted(mnt) and daemons_of(mnt) == []
+    finally:
+        unmount(mnt)  # if it mounted after all (the daemon exits with its mount)
 
 
 # --------------------------------------------------------------------------- other users

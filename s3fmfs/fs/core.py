@@ -21,6 +21,12 @@ Invariants:
   key); a later upload removes that copy. When no copy can be written, the dirty buffer stays
   (``unsaved``), and a stopping mount waits until it is uploaded or copied (``mount._stop``).
 - Caches are updated by every change the mount makes before the change returns.
+- A directory rename is atomic for the mount: it holds an exclusive claim (``treelock``) on
+  its old and new paths, and every operation that changes the namespace or writes a key
+  (create, mkdir, symlink, unlink, rmdir, rename, setattr, uploads in ``_save``) holds a
+  shared claim on the paths it names, taken before any node lock and never nested on other
+  paths. No key is written under a moving tree, so one listing finds every key to move;
+  a key found under the old prefix afterwards (another client) is EIO, logged.
 - Readdir offsets index a snapshot of the directory, sorted by name and taken when a listing
   starts (offset 0): entries added or removed meanwhile cannot make it skip or repeat.
 
@@ -56,7 +62,7 @@ import mimetypes
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
@@ -84,6 +90,7 @@ from .options import MountOptions
 from .readahead import ReadAhead, ReadBudget
 from .recovery import RecoveryFolder
 from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult, Sink, StreamingStore
+from .treelock import TreeLock
 from .uploader import StreamingUpload
 from .writebuf import MemoryPool, WriteBuffer
 from .writeorder import WriteOrder
@@ -186,6 +193,8 @@ class FsCore:
         self.metacache = None if self.options.nometa else metacache
         #: where the data of files that could not be uploaded is kept (without a mount: nowhere)
         self.recovery = recovery or RecoveryFolder(None)
+        #: claims on subtrees: a directory rename excludes every change under its paths
+        self.tree = TreeLock()
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -219,6 +228,24 @@ class FsCore:
         path = join(parent.path, text)
         limits.check_key(self.keys.file_key(path))
         return path
+
+    def _child_paths(
+        self, parent_ino: int, name: bytes, *, creating: bool = False
+    ) -> Callable[[], tuple[str]]:
+        """The path of ``name`` in directory ``parent_ino`` as it is when called (for
+        ``_claim``: the directory may move while a claim waits)."""
+        return lambda: (self._child_path(self._dir_node(parent_ino), name, creating=creating),)
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, paths: Callable[[], tuple[str, ...]]) -> AsyncIterator[None]:
+        """Hold shared claims (``treelock``) on ``paths()``: while held, no directory rename
+        moves them. Taken again when a rename moved them meanwhile (they are read again)."""
+        while True:
+            wanted = paths()
+            async with self.tree.shared(wanted):
+                if paths() == wanted:
+                    yield
+                    return
 
     def _skip_key(self, key: str) -> None:
         """A key that cannot be a path: log it once, never fail a listing for it."""
@@ -591,6 +618,12 @@ class FsCore:
         self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
     ) -> tuple[int, Attr]:
         """A directory: its marker object ``path/`` carries mode, owner and mtime."""
+        async with self._claim(self._child_paths(parent_ino, name, creating=True)):
+            return await self._mkdir(parent_ino, name, mode, uid, gid)
+
+    async def _mkdir(
+        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
         path = await self._new_name(parent_ino, name)
         limits.check_key(self.keys.dir_prefix(path))  # the marker key is one byte longer
         attr = Attr(Kind.DIR, stat.S_IMODE(mode) | stat.S_IFDIR, uid, gid, 0, self._now())
@@ -616,6 +649,10 @@ class FsCore:
 
     async def rmdir(self, parent_ino: int, name: bytes) -> None:
         """Remove an empty directory (its marker; an implicit one has nothing to delete)."""
+        async with self._claim(self._child_paths(parent_ino, name)):
+            await self._rmdir(parent_ino, name)
+
+    async def _rmdir(self, parent_ino: int, name: bytes) -> None:
         self._check_writable()
         parent = self._dir_node(parent_ino)
         path = self._child_path(parent, name)
@@ -639,7 +676,16 @@ class FsCore:
     async def symlink(
         self, parent_ino: int, name: bytes, target: bytes, uid: int, gid: int
     ) -> tuple[int, Attr]:
-        """A symlink as s3fs-fuse makes it: the body is the target, the mode has S_IFLNK."""
+        """A symlink as s3fs-fuse makes it: the body is the target, the mode has S_IFLNK.
+        An empty target is ENOENT and one over ``limits.SYMLINK_MAX`` bytes ENAMETOOLONG, as
+        on a local filesystem (readlink could not hand a longer one back)."""
+        limits.check_symlink_target(target)
+        async with self._claim(self._child_paths(parent_ino, name, creating=True)):
+            return await self._symlink(parent_ino, name, target, uid, gid)
+
+    async def _symlink(
+        self, parent_ino: int, name: bytes, target: bytes, uid: int, gid: int
+    ) -> tuple[int, Attr]:
         path = await self._new_name(parent_ino, name)
         attr = Attr(Kind.SYMLINK, 0o777 | stat.S_IFLNK, uid, gid, len(target), self._now())
         result = await self.store.put(self.keys.file_key(path), target, metadata_of(attr))
@@ -661,6 +707,9 @@ class FsCore:
         if node.link_target is not None and node.link_target[0] == etag:
             return node.link_target[1]
         target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
+        if len(target) > limits.SYMLINK_MAX:  # made by another client: the kernel refuses it
+            log.warning("symlink %r: its %d-byte target is too long", node.path, len(target))
+            raise FsError(errno.ENAMETOOLONG, "symlink target too long")
         node.link_target = (etag, target)
         return target
 
@@ -732,6 +781,12 @@ class FsCore:
     ) -> tuple[int, int, Attr]:
         """Create and open a file: (handle, inode, attributes). Nothing is uploaded before the
         first flush; until then the file lives in its buffer (a local node)."""
+        async with self._claim(self._child_paths(parent_ino, name, creating=True)):
+            return await self._create(parent_ino, name, mode, flags, uid, gid)
+
+    async def _create(
+        self, parent_ino: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[int, int, Attr]:
         self._check_writable()
         parent = self._dir_node(parent_ino)
         path = self._child_path(parent, name, creating=True)
@@ -952,8 +1007,10 @@ class FsCore:
     # -- saving ----------------------------------------------------------------------------------
 
     async def _save(self, node: Node) -> None:
-        """Upload the node's buffer if dirty; FsError(EIO) (logged with the path) on failure."""
-        async with node.lock:
+        """Upload the node's buffer if dirty; FsError(EIO) (logged with the path) on failure.
+        Under a claim on its path (taken before its lock): a directory rename moving it waits
+        for the upload, or the upload for the rename and goes to the new key."""
+        async with self._claim(lambda: (node.path,)), node.lock:
             await self._save_locked(node)
 
     async def _save_locked(self, node: Node) -> None:
@@ -1064,6 +1121,23 @@ class FsCore:
     ) -> Attr:
         """truncate, chmod, chown, utimens. Metadata changes of a saved object are a copy in
         place (REPLACE, content type kept); of a local one, they ride on its next upload."""
+        node = self.inodes.get(ino)  # its keys are written: not while a rename moves them
+        async with self._claim(lambda: (node.path,)):
+            return await self._setattr(
+                ino, size=size, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, fh=fh
+            )
+
+    async def _setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime_ns: int | None = None,
+        fh: int | None = None,
+    ) -> Attr:
         self._check_writable()
         node = self.inodes.get(ino)
         if size is not None:
@@ -1149,6 +1223,10 @@ class FsCore:
 
     async def unlink(self, parent_ino: int, name: bytes) -> None:
         """Delete a file or symlink; open handles keep working on the buffer until closed."""
+        async with self._claim(self._child_paths(parent_ino, name)):
+            await self._unlink(parent_ino, name)
+
+    async def _unlink(self, parent_ino: int, name: bytes) -> None:
         self._check_writable()
         parent = self._dir_node(parent_ino)
         path = self._child_path(parent, name)
@@ -1177,16 +1255,40 @@ class FsCore:
         flags: int = 0,
     ) -> None:
         """Rename a file (copy keeping metadata, then delete) or a directory (every key under
-        it). RENAME_NOREPLACE is honoured; RENAME_EXCHANGE is EINVAL. Not atomic."""
+        it). RENAME_NOREPLACE is honoured; RENAME_EXCHANGE is EINVAL.
+
+        A directory's rename holds an exclusive claim on both paths (``treelock``): for this
+        mount it is atomic, every change under either waits for it. A file's holds shared
+        claims on both paths, so it waits for a directory rename moving either."""
         self._check_writable()
         if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        old_dir = self._dir_node(parent_old)
-        new_dir = self._dir_node(parent_new)
-        old = self._child_path(old_dir, name_old)
-        new = self._child_path(new_dir, name_new, creating=True)
-        if old == new:
-            return
+
+        def paths() -> tuple[str, str]:
+            old_dir, new_dir = self._dir_node(parent_old), self._dir_node(parent_new)
+            return (
+                self._child_path(old_dir, name_old),
+                self._child_path(new_dir, name_new, creating=True),
+            )
+
+        while True:
+            old, new = paths()
+            if old == new:
+                return
+            src = await self._resolve(old)  # a directory or not: which claim
+            directory = src is not None and src.kind is Kind.DIR
+            claim = self.tree.exclusive if directory else self.tree.shared
+            async with claim((old, new)):
+                if paths() != (old, new):
+                    continue  # a rename moved them while we waited: again, from the new paths
+                src = await self._resolve(old)
+                if (src is not None and src.kind is Kind.DIR) != directory:
+                    continue  # replaced by the other kind meanwhile
+                await self._rename(old, new, flags)
+                return
+
+    async def _rename(self, old: str, new: str, flags: int) -> None:
+        """``rename`` once its claims are held."""
         src = await self._resolve(old)
         if src is None:
             raise FsError(errno.ENOENT)
@@ -1249,11 +1351,18 @@ class FsCore:
         self.cache.note_exists(new, attr)
 
     async def _rename_dir(self, old: str, new: str, attr: Attr) -> None:
+        """Copy every key under ``old`` to ``new``, move the inodes, delete the old keys.
+
+        Caller holds the exclusive claim on both: nothing under them changes meanwhile, so
+        the keys listed at the start are all there are. Inodes move before the deletes, so
+        reads of open files never find neither key. A key still under ``old`` at the end
+        (another client wrote it) is EIO, logged."""
         old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
         local = sorted(self.inodes.local_under(old), key=lambda n: n.ino)
         async with contextlib.AsyncExitStack() as stack:
-            for n in local:  # no upload of a file inside may run during the move
+            for n in local:  # writes of a file inside (not claimed) finish first
                 await stack.enter_async_context(n.lock)
+                await self._end_stream(n)  # its parts went to the old key
             keys: list[str] = []
             async with contextlib.aclosing(self.store.iter_pages(old_prefix)) as pages:
                 async for page in pages:
@@ -1272,16 +1381,26 @@ class FsCore:
                     nursery.start_soon(copy_one, key)
             if not keys:  # only local content (or none): the new directory needs a marker
                 await self.store.put(new_prefix, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
-            failed = await self.store.delete_many(keys)
-            if failed:
-                log.error("rename %r → %r: could not delete %d old keys", old, new, len(failed))
             self._detach_tree(new)
             self.inodes.move(old, new)
         self.cache.note_removed(old)
         self.cache.forget_tree(new)
         self.cache.note_exists(new, attr)
+        failed = await self.store.delete_many(keys)
         if failed:
+            log.error("rename %r → %r: could not delete %d old keys", old, new, len(failed))
             raise FsError(errno.EIO, "old keys left behind")
+        left = await self.store.list_page(old_prefix, None, 10)
+        if left.objects or left.prefixes:
+            found = [o.key for o in left.objects] + list(left.prefixes)
+            log.error(
+                "rename %r → %r: keys appeared under the old prefix during the move (another "
+                "client?), left there: %s",
+                old,
+                new,
+                ", ".join(repr(k) for k in found),
+            )
+            raise FsError(errno.EIO, "keys left behind under the old prefix")
 
     # -- misc ------------------------------------------------------------------------------------
 

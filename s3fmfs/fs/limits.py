@@ -10,6 +10,10 @@ Invariants:
 - An object is at most ``MAX_OBJECT_SIZE`` (5 TiB): a write that starts at or beyond it, or a
   truncate past it, is EFBIG; a write that crosses it is cut short there (POSIX: as many
   bytes as fit).
+- A symlink target is 1 to ``SYMLINK_MAX`` (4,095) bytes, PATH_MAX less its NUL, the most
+  the kernel's readlink over FUSE can take back: longer is ENAMETOOLONG, empty ENOENT (as
+  Linux answers ``symlink("", ...)``). A longer target made by another client reads as
+  ENAMETOOLONG, never as a reply the kernel refuses.
 - Every check is pure and cheap: no I/O, callable before any request is made.
 """
 
@@ -25,6 +29,8 @@ log = logging.getLogger("s3fmfs.fs")
 
 #: S3's longest key, in bytes of UTF-8.
 KEY_MAX = 1024
+#: The longest symlink target: PATH_MAX (4,096) less the NUL; what FUSE's readlink can return.
+SYMLINK_MAX = 4095
 #: S3's largest object.
 MAX_OBJECT_SIZE = 5 << 40
 
@@ -58,3 +64,11 @@ def check_size(size: int) -> None:
     """EFBIG for a file size an object cannot have."""
     if size > MAX_OBJECT_SIZE:
         raise FsError(errno.EFBIG, "past the 5 TiB object limit")
+
+
+def check_symlink_target(target: bytes) -> None:
+    """ENOENT for an empty symlink target, ENAMETOOLONG for one readlink could not return."""
+    if not target:
+        raise FsError(errno.ENOENT, "empty symlink target")
+    if len(target) > SYMLINK_MAX:
+        raise FsError(errno.ENAMETOOLONG, f"symlink target over {SYMLINK_MAX} bytes")
