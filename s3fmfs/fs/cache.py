@@ -8,6 +8,10 @@ Invariants:
 - A TTL of 0 disables that cache (nothing is stored).
 - The timer is injectable (``time.monotonic`` by default): tests expire entries without
   sleeping. All access happens on the trio thread; no locking needed.
+- Memory: each cache is bounded (``MAX_*`` entries). A TTLCache drops an expired entry only when
+  it is touched or ``expire()`` runs, so ``expire`` (the core's housekeeping, every few
+  seconds) drops them all, and replaces a cache left empty after holding many entries by a new
+  one (a dict never shrinks its table).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ V = TypeVar("V")
 MAX_ATTRS = 200_000
 MAX_DIRS = 10_000
 MAX_NEGATIVE = 100_000
+#: A cache emptied by ``expire`` after holding at least this many entries is made anew.
+RENEW_AFTER = 1_000
 
 #: A directory listing: name → attributes from the listing (``complete`` False until HEADed).
 Listing = dict[str, Attr]
@@ -57,6 +63,17 @@ def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMappin
     return TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
 
 
+def _expire(cache: MutableMapping[str, V], peak: int) -> tuple[MutableMapping[str, V], int]:
+    """Drop the expired entries of ``cache`` (``peak``: the most it held since it was made);
+    the cache to keep (a new one when it is empty after holding many) and how many went."""
+    if not isinstance(cache, TTLCache):
+        return cache, 0
+    dropped = len(cache.expire())
+    if len(cache) == 0 and peak >= RENEW_AFTER:
+        cache = TTLCache(maxsize=cache.maxsize, ttl=cache.ttl, timer=cache.timer)
+    return cache, dropped
+
+
 class MetadataCache:
     """The three caches and the rules to keep them true to the mount's own changes."""
 
@@ -73,6 +90,21 @@ class MetadataCache:
         self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
         self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
+        self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
+
+    def expire(self) -> int:
+        """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
+        went. Called periodically by the core's housekeeping."""
+        names = ("attrs", "dirs", "negative")
+        dropped = 0
+        for index, name in enumerate(names):
+            cache: MutableMapping[str, object] = getattr(self, name)
+            peak = max(self._peaks[index], len(cache))
+            kept, went = _expire(cache, peak)
+            dropped += went
+            self._peaks[index] = 0 if kept is not cache else peak
+            setattr(self, name, kept)
+        return dropped
 
     # -- reads -----------------------------------------------------------------------------
 
