@@ -62,7 +62,7 @@ def test_memory_comes_back_after_a_large_listing(tmp_path: Path) -> None:
         fake.folder_metadata = {"mode": str(0o100640), "uid": "1000", "mtime": "1700000000"}
         server = S3Server("127.0.0.1", fake.port, "key", "secret")
         opts = [f"cache_dir={tmp_path / 'cache'}", f"stat_ttl={TTL},dir_ttl={TTL},neg_ttl={TTL}"]
-        opts += ["nometa"] if nometa else []
+        opts += ["nometa"] if nometa else os.environ.get("S3FMFS_MEMORY_OPTS", "").split()
         with mounted(server, fake.bucket, options=opts, tmp_path=tmp_path) as mnt:
             pid = daemon_pid(mnt)
             # warm up: the code paths of a listing, then forgotten as the big one will be
