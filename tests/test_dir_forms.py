@@ -124,3 +124,33 @@ def test_nometa_knows_folders_not_objects(moto: S3Server, s3: Any, bucket: str, 
         subprocess.run(["rm", "-r", *(str(mnt / n) for n in ("d", "d2", "d3", "e"))], check=True)
         assert sorted(os.listdir(mnt)) == ["e2", "e3", "f"]
     assert keys(s3, bucket) == ["e2", "e3", "f"]
+
+
+def test_attributes_of_older_forms() -> None:
+    """Which objects are directories: by mode first, else by content type; ``_$folder$``."""
+    from s3fmfs.fs.attrs import Defaults, Kind, attr_from_object, folder_name
+
+    defaults = Defaults(0, 0, 0o644, 0o755)
+
+    def kind(meta: dict[str, str] | None, content_type: str = "") -> Kind:
+        attr = attr_from_object(
+            is_dir=False,
+            size=0,
+            last_modified_ns=0,
+            etag="",
+            metadata=meta,
+            defaults=defaults,
+            content_type=content_type,
+            key="k",
+        )
+        assert attr.old_forms == (("k",) if attr.kind is Kind.DIR else ())
+        return attr.kind
+
+    assert kind({"mode": "16877"}) is Kind.DIR
+    assert kind({}, "application/x-directory") is Kind.DIR
+    assert kind({}, "httpd/unix-directory; charset=x") is Kind.DIR
+    assert kind({"mode": "33188"}, "application/x-directory") is Kind.FILE  # the mode wins
+    assert kind(None, "application/x-directory") is Kind.FILE  # a listing cannot tell
+    assert kind({}, "text/plain") is Kind.FILE
+    assert folder_name("d_$folder$") == "d"
+    assert folder_name("_$folder$") is None and folder_name("d") is None

@@ -91,3 +91,24 @@ def test_memory_comes_back_after_a_large_listing(tmp_path: Path) -> None:
     )
     print("\n" + figures)
     assert after <= limit, figures
+
+
+def test_expire_drops_expired_entries_and_renews_emptied_caches() -> None:
+    """Without being touched, a TTLCache keeps expired entries: ``expire`` drops them, and a
+    cache emptied after holding many is a new object (its table shrinks)."""
+    from s3fmfs.fs.attrs import Attr, Kind
+    from s3fmfs.fs.cache import RENEW_AFTER, MetadataCache
+
+    now = [0.0]
+    cache = MetadataCache(1.0, 1.0, 1.0, timer=lambda: now[0])
+    attr = Attr(Kind.FILE, 0o100644, 0, 0, 1, 0)
+    cache.store_listing("big", {f"f{i}": attr for i in range(RENEW_AFTER)})
+    cache.store_missing("gone")
+    attrs = cache.attrs
+    assert cache.expire() == 0 and len(cache.attrs) == RENEW_AFTER
+    now[0] = 2.0
+    assert cache.expire() == RENEW_AFTER + 2  # the attributes, the listing, the negative entry
+    assert len(cache.attrs) == len(cache.dirs) == len(cache.negative) == 0
+    assert cache.attrs is not attrs
+    cache.store_attr("a", attr)  # the new cache works as the old one
+    assert cache.attr("a") == attr

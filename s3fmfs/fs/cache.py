@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 
 from .attrs import Attr
 from .keys import is_under, name_of, parent_of
@@ -63,15 +63,18 @@ def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMappin
     return TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
 
 
-def _expire(cache: MutableMapping[str, V], peak: int) -> tuple[MutableMapping[str, V], int]:
-    """Drop the expired entries of ``cache`` (``peak``: the most it held since it was made);
-    the cache to keep (a new one when it is empty after holding many) and how many went."""
+def _held(cache: MutableMapping[str, V]) -> int:
+    """Entries held, expired ones included (a TTLCache's ``len`` drops them first)."""
+    return Cache.__len__(cache) if isinstance(cache, TTLCache) else 0
+
+
+def _expire(cache: MutableMapping[str, V]) -> int:
+    """Drop the expired entries of ``cache``; how many went."""
     if not isinstance(cache, TTLCache):
-        return cache, 0
-    dropped = len(cache.expire())
-    if len(cache) == 0 and peak >= RENEW_AFTER:
-        cache = TTLCache(maxsize=cache.maxsize, ttl=cache.ttl, timer=cache.timer)
-    return cache, dropped
+        return 0
+    held = _held(cache)
+    cache.expire()
+    return held - _held(cache)
 
 
 class MetadataCache:
@@ -90,20 +93,26 @@ class MetadataCache:
         self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
         self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
+        self._timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
 
     def expire(self) -> int:
         """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
         went. Called periodically by the core's housekeeping."""
-        names = ("attrs", "dirs", "negative")
         dropped = 0
-        for index, name in enumerate(names):
+        kinds = [
+            ("attrs", MAX_ATTRS, self.stat_ttl),
+            ("dirs", MAX_DIRS, self.dir_ttl),
+            ("negative", MAX_NEGATIVE, self.neg_ttl),
+        ]
+        for index, (name, maxsize, ttl) in enumerate(kinds):
             cache: MutableMapping[str, object] = getattr(self, name)
-            peak = max(self._peaks[index], len(cache))
-            kept, went = _expire(cache, peak)
-            dropped += went
-            self._peaks[index] = 0 if kept is not cache else peak
-            setattr(self, name, kept)
+            peak = max(self._peaks[index], _held(cache))
+            dropped += _expire(cache)
+            if peak >= RENEW_AFTER and _held(cache) == 0:
+                setattr(self, name, _make(maxsize, ttl, self._timer))
+                peak = 0
+            self._peaks[index] = peak
         return dropped
 
     # -- reads -----------------------------------------------------------------------------
