@@ -20,6 +20,9 @@ Invariants:
 - Everything that can be checked without a thread (options, credentials, mountpoint, cache
   directory, /dev/fuse) is checked before forking; the daemon's child checks the bucket and
   mounts (:mod:`s3fmfs.daemon`). ``-f`` does the same in this process.
+- The mount form, run as the console script, first starts itself again (same pid and
+  arguments) with ``PYTHONMALLOC=malloc`` unless ``PYTHONMALLOC`` is set: memory freed after a
+  large listing can then be given back (``_use_system_malloc``).
 """
 
 from __future__ import annotations

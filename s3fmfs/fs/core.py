@@ -52,6 +52,10 @@ Invariants:
   ETag is the one of the inode's previous open and it was not written here since.
 - Background work (read-ahead, parts) runs in ``nursery`` (``run_background``); without one
   (tests driving the core directly) reads fetch their own blocks and files go up whole.
+- Memory: ``run_background`` also runs the housekeeping (``housekeep``, every longest TTL,
+  1 s to 1 min): expired cache entries dropped, inode maps compacted, the metadata cache
+  flushed, and the C heap trimmed (``malloc_trim``) once ``TRIM_AFTER`` entries were freed.
+  Readdir snapshots live in their ``DirHandle`` until releasedir.
 
 Concurrency: all state lives on the trio thread; it may change at every ``await``, so code
 re-reads the inode table after awaiting rather than trusting what it read before.
