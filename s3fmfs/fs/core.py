@@ -7,8 +7,13 @@ Invariants:
   raises. Nothing here knows pyfuse3.
 - The bucket is the truth, except for *local* nodes (``InodeTable.local``): files created and
   not yet uploaded, or holding unsaved writes; lookups and listings consult them first.
-- A directory is a marker object ``dir/`` or any key under ``dir/`` (implicit). A directory
-  shadows a file of the same name. Keys that cannot be paths are skipped (logged once).
+- A directory is a marker object ``dir/`` or any key under ``dir/`` (implicit), or one of
+  s3fs's older forms (``attrs``): ``dir_$folder$`` (seen in a listing, never an entry itself)
+  or an object ``dir`` whose HEAD says it is a directory (with ``nometa``: never known, it
+  stays a file unless keys are under ``dir/``). Its metadata comes from the marker, else from
+  those objects (``Attr.old_forms``, no HEAD for a directory without them); rmdir and rename
+  remove them with it. A directory shadows a file of the same name. Keys that cannot be paths
+  are skipped (logged once).
 - S3's limits (``limits``) are checked before any request: a name over 255 bytes or a key over
   1,024 is ENAMETOOLONG, a name not in UTF-8 EINVAL (logged), a size past 5 TiB EFBIG.
 - Writes go to the inode's ``WriteBuffer`` (filled from the object before the first change
@@ -47,6 +52,10 @@ Invariants:
   ETag is the one of the inode's previous open and it was not written here since.
 - Background work (read-ahead, parts) runs in ``nursery`` (``run_background``); without one
   (tests driving the core directly) reads fetch their own blocks and files go up whole.
+- Memory: ``run_background`` also runs the housekeeping (``housekeep``, every longest TTL,
+  1 s to 1 min): expired cache entries dropped, inode maps compacted, the metadata cache
+  flushed, and the C heap trimmed (``malloc_trim``) once ``TRIM_AFTER`` entries were freed.
+  Readdir snapshots live in their ``DirHandle`` until releasedir.
 
 Concurrency: all state lives on the trio thread; it may change at every ``await``, so code
 re-reads the inode table after awaiting rather than trusting what it read before.
@@ -55,6 +64,7 @@ re-reads the inode table after awaiting rather than trusting what it read before
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import math
@@ -71,13 +81,16 @@ import trio
 from . import limits
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
+    FOLDER_SUFFIX,
     META_MTIME,
     OUR_META,
     Attr,
     Defaults,
     Kind,
     attr_from_object,
+    folder_name,
     implicit_dir,
+    is_dir_object,
     metadata_of,
     truncate_to_seconds,
 )
@@ -105,6 +118,26 @@ CONCURRENCY = 16
 #: Entries whose attributes are completed (HEADed) at a time by readdir.
 READDIR_BATCH = 512
 MAX_SKIPPED_LOGGED = 10_000
+
+#: Entries (cache rows, inodes) freed since the last trim of the C heap before the next one.
+TRIM_AFTER = 1_000
+#: Longest time between two housekeeping rounds (shorter with short TTLs).
+HOUSEKEEPING_MAX = 60.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``: gives the free pages of the C heap back to the system (the
+    allocator keeps them otherwise); None without glibc."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+MALLOC_TRIM = _malloc_trim()
 
 #: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
 Emit = Callable[[bytes, int, Attr, int], bool]
@@ -195,6 +228,7 @@ class FsCore:
         self.recovery = recovery or RecoveryFolder(None)
         #: claims on subtrees: a directory rename excludes every change under its paths
         self.tree = TreeLock()
+        self._dropped_seen = 0  # ``inodes.dropped`` at the last housekeeping round
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -283,6 +317,8 @@ class FsCore:
             etag=info.etag,
             metadata={} if self.options.nometa else info.metadata,  # nometa: defaults only
             defaults=self.defaults,
+            content_type="" if self.options.nometa else info.content_type,
+            key=info.key,
         )
 
     async def _head(self, key: str) -> ObjectInfo | None:
@@ -300,21 +336,32 @@ class FsCore:
             if self.metacache.flush_due:
                 await self.metacache.flush()
 
-    async def _head_dir(self, path: str) -> Attr:
-        """A directory known to exist: its marker's metadata, or the defaults if implicit."""
+    async def _head_dir(self, path: str, old_forms: tuple[str, ...] = ()) -> Attr:
+        """A directory known to exist: its marker's metadata, else that of its first object
+        in an older form (``old_forms``) that is one, else the defaults (implicit)."""
+        implicit = implicit_dir(self.defaults, self.mount_time).with_changes(old_forms=old_forms)
         if self.options.nometa:
-            return implicit_dir(self.defaults, self.mount_time)
+            return implicit
         info = await self._head(self.keys.dir_prefix(path))
+        for key in old_forms if info is None else ():
+            found = await self._head(key)
+            if found is not None and (
+                key.endswith(FOLDER_SUFFIX) or is_dir_object(found.metadata, found.content_type)
+            ):
+                info = found
+                break
         if info is None:
-            return implicit_dir(self.defaults, self.mount_time)
-        attr = self._attr_from_info(info, is_dir=True)
+            return implicit
+        attr = self._attr_from_info(info, is_dir=True).with_changes(old_forms=old_forms)
         return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
 
     async def _probe(self, path: str) -> Attr | None:
-        """Ask the bucket what ``path`` is: HEAD the file key, HEAD the marker and list one
-        key under the directory prefix, all at once. A directory wins over a file."""
+        """Ask the bucket what ``path`` is: HEAD the file key, the marker and ``_$folder$``,
+        and list one key under the directory prefix, all at once. A directory wins over a
+        file; its metadata: the marker's, the file key's (an older form), the folder's."""
         file_key = self.keys.file_key(path)
         dir_prefix = self.keys.dir_prefix(path)
+        folder_key = file_key + FOLDER_SUFFIX
         found: dict[str, object] = {}
 
         async def head_file() -> None:
@@ -323,6 +370,9 @@ class FsCore:
         async def head_marker() -> None:
             found["marker"] = await self._head(dir_prefix)
 
+        async def head_folder() -> None:
+            found["folder"] = await self._head(folder_key)
+
         async def list_under() -> None:
             page = await self.store.list_page(dir_prefix, None, 1)
             found["under"] = bool(page.objects or page.prefixes)
@@ -330,18 +380,30 @@ class FsCore:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(head_file)
             nursery.start_soon(list_under)
+            nursery.start_soon(head_folder)
             if not self.options.nometa:
                 nursery.start_soon(head_marker)
+        info, folder = found.get("file"), found.get("folder")
+        file_attr = None
+        if isinstance(info, ObjectInfo):
+            file_attr = self._complete_file(self._attr_from_info(info, is_dir=False))
+        old_forms = (file_attr.old_forms if file_attr is not None else ()) + (
+            (folder_key,) if isinstance(folder, ObjectInfo) else ()
+        )
+        attr: Attr | None = None
         marker = found.get("marker")
         if isinstance(marker, ObjectInfo):
             attr = self._attr_from_info(marker, is_dir=True)
-            return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
-        if found.get("under"):
-            return implicit_dir(self.defaults, self.mount_time)
-        info = found.get("file")
-        if isinstance(info, ObjectInfo):
-            return self._complete_file(self._attr_from_info(info, is_dir=False))
-        return None
+        elif file_attr is not None and file_attr.kind is Kind.DIR:
+            attr = file_attr  # an object ``path`` that is a directory (older form)
+        elif isinstance(folder, ObjectInfo):
+            attr = self._attr_from_info(folder, is_dir=True)
+        elif found.get("under"):
+            attr = implicit_dir(self.defaults, self.mount_time)
+        if attr is None:
+            return file_attr
+        attr = attr.with_changes(old_forms=old_forms)
+        return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
 
     def _complete_file(self, attr: Attr) -> Attr:
         """With nometa, listing-grade attributes are all there will ever be."""
@@ -363,7 +425,7 @@ class FsCore:
             return None
         attr: Attr | None = None
         if cached is not None and cached.kind is Kind.DIR:
-            attr = await self._head_dir(path)
+            attr = await self._head_dir(path, cached.old_forms)
         elif cached is not None:
             info = await self._head(self.keys.file_key(path))
             if info is not None:
@@ -445,6 +507,7 @@ class FsCore:
         prefix = self.keys.dir_prefix(path)
         dirs: Listing = {}
         files: Listing = {}
+        forms: dict[str, tuple[str, ...]] = {}  # name → its ``_$folder$`` key (older form)
         complete = self.options.nometa
         implicit = implicit_dir(self.defaults, self.mount_time).with_changes(complete=complete)
         async with contextlib.aclosing(self.store.iter_pages(prefix, "/")) as pages:
@@ -456,6 +519,10 @@ class FsCore:
                     name = obj.key[len(prefix) :]
                     if name == "":
                         continue  # the directory's own marker
+                    folder = folder_name(name)
+                    if folder is not None and valid_name(folder):
+                        forms[folder] = (*forms.get(folder, ()), obj.key)  # ``folder_$folder$``
+                        continue
                     if not valid_name(name):
                         self._skip_key(obj.key)
                         continue
@@ -475,6 +542,8 @@ class FsCore:
                         self._skip_key(common)
                         continue
                     page_dirs[name] = implicit
+                for name in [n for n in forms if n not in dirs and n not in page_dirs]:
+                    page_dirs[name] = implicit  # only a ``_$folder$``: a directory
                 if self.metacache is not None and listed:
                     # versions HEADed by an earlier mount (or earlier here) need no HEAD
                     known = await self.metacache.lookup(listed.values())
@@ -487,6 +556,11 @@ class FsCore:
                 if on_page is not None:
                     on_page({**page_files, **page_dirs})
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
+        for name, attr in dirs.items():
+            # objects in older forms: a ``_$folder$``, an object of the same name (it may be one)
+            old = ((prefix + name,) if name in files else ()) + forms.get(name, ())
+            if old:
+                listing[name] = attr.with_changes(old_forms=old)
         self.cache.store_listing(path, listing)
         return listing
 
@@ -512,12 +586,17 @@ class FsCore:
 
                 def start_heads(page: Listing) -> None:
                     for name, attr in page.items():
-                        if not attr.complete:
+                        if not attr.complete and attr.kind is not Kind.DIR:
                             send.send_nowait((name, attr))
 
                 listing = dict(await self._list_dir(node.path, start_heads))
+                for name, attr in listing.items():
+                    # directories once the whole listing told their older forms, if any
+                    if not attr.complete and attr.kind is Kind.DIR:
+                        send.send_nowait((name, attr))
         for name, attr in headed.items():
-            if name in listing and listing[name].kind is attr.kind:  # a dir shadows a file
+            # a dir shadows a file; a listed object's HEAD may show it is a directory
+            if name in listing and (listing[name].kind is attr.kind or attr.kind is Kind.DIR):
                 listing[name] = attr
         for child in self.inodes.local_children(node.path):
             listing[name_of(child.path)] = self._local_attr(child)
@@ -535,7 +614,7 @@ class FsCore:
                 into[name] = known
                 return
             if attr.kind is Kind.DIR:
-                new = await self._head_dir(path)
+                new = await self._head_dir(path, attr.old_forms)
             else:
                 info = await self._head(self.keys.file_key(path))
                 if info is None:
@@ -648,7 +727,8 @@ class FsCore:
             raise FsError(errno.ENOTEMPTY)
 
     async def rmdir(self, parent_ino: int, name: bytes) -> None:
-        """Remove an empty directory (its marker; an implicit one has nothing to delete)."""
+        """Remove an empty directory (its marker and its objects in older forms; an implicit
+        one has nothing to delete)."""
         async with self._claim(self._child_paths(parent_ino, name)):
             await self._rmdir(parent_ino, name)
 
@@ -662,9 +742,29 @@ class FsCore:
         if attr.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
         await self._ensure_empty(path)
-        await self.store.delete(self.keys.dir_prefix(path))
+        old = await self._old_form_keys(path, attr)
+        if old:
+            failed = await self.store.delete_many([self.keys.dir_prefix(path), *old])
+            if failed:
+                raise FsError(errno.EIO, f"rmdir {path}: could not delete {failed}")
+        else:
+            await self.store.delete(self.keys.dir_prefix(path))
         self._detach_tree(path)
         self.cache.note_removed(path)
+
+    async def _old_form_keys(self, path: str, attr: Attr) -> list[str]:
+        """The objects of directory ``path`` in s3fs's older forms, to remove with it: its
+        ``_$folder$`` and an object ``path`` that is a directory (HEADed: it may be a file
+        the directory shadows). Nothing when none was seen (no request)."""
+        if not attr.old_forms:
+            return []
+        file_key = self.keys.file_key(path)
+        keys = [file_key + FOLDER_SUFFIX]
+        if file_key in attr.old_forms:
+            info = await self._head(file_key)
+            if info is not None and is_dir_object(info.metadata, info.content_type):
+                keys.append(file_key)
+        return keys
 
     def _detach_tree(self, path: str) -> None:
         for p, n in list(self.inodes.by_path.items()):
@@ -735,16 +835,49 @@ class FsCore:
     async def run_background(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve as the core's nursery (read-ahead, streamed parts) until cancelled."""
+        """Serve as the core's nursery (read-ahead, streamed parts, housekeeping) until
+        cancelled."""
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                nursery.start_soon(self._housekeeping)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self.nursery = None
             for handle in self.handles.values():
                 handle.readahead.nursery = None
+
+    def housekeeping_period(self) -> float:
+        """Seconds between housekeeping rounds: the longest TTL, within 1 s and a minute."""
+        opts = self.options
+        longest = max(opts.stat_ttl, opts.dir_ttl, opts.neg_ttl)
+        return min(HOUSEKEEPING_MAX, max(1.0, longest))
+
+    async def housekeep(self, freed: int = 0) -> int:
+        """One round: drop expired cache entries, shrink the inode maps, and trim the C heap
+        when at least ``TRIM_AFTER`` entries (with ``freed``, those of rounds since the last
+        trim) were freed; the count carried to the next round."""
+        dropped = self.inodes.dropped
+        freed += self.cache.expire() + dropped - self._dropped_seen
+        self._dropped_seen = dropped
+        self.inodes.compact()
+        if self.metacache is not None:
+            if self.metacache.flush_due:
+                await self.metacache.flush()  # the rows of a listing's last HEADs
+            self.metacache.compact()
+        if freed >= TRIM_AFTER and MALLOC_TRIM is not None:
+            await trio.to_thread.run_sync(MALLOC_TRIM, 0)
+            return 0
+        return freed
+
+    async def _housekeeping(self) -> None:
+        """Every few seconds, give back the memory of what expired or was forgotten: after a
+        listing of 50,000 entries the daemon returns near its idle size."""
+        freed = 0
+        while True:
+            await trio.sleep(self.housekeeping_period())
+            freed = await self.housekeep(freed)
 
     def _handle(self, fh: int) -> Handle:
         handle = self.handles.get(fh)
@@ -1379,14 +1512,16 @@ class FsCore:
             async with trio.open_nursery() as nursery:
                 for key in keys:
                     nursery.start_soon(copy_one, key)
-            if not keys:  # only local content (or none): the new directory needs a marker
+            old_forms = await self._old_form_keys(old, attr)  # moved as the marker
+            if not keys or (old_forms and old_prefix not in keys):
+                # only local content (or none), or older forms: the new one needs a marker
                 await self.store.put(new_prefix, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
             self._detach_tree(new)
             self.inodes.move(old, new)
         self.cache.note_removed(old)
         self.cache.forget_tree(new)
         self.cache.note_exists(new, attr)
-        failed = await self.store.delete_many(keys)
+        failed = await self.store.delete_many(keys + old_forms)
         if failed:
             log.error("rename %r → %r: could not delete %d old keys", old, new, len(failed))
             raise FsError(errno.EIO, "old keys left behind")

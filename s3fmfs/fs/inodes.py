@@ -11,6 +11,9 @@ Invariants:
   it has no lookups, no open handle and no unsaved data (``droppable``); the root never is.
 - ``local`` holds the nodes whose truth is here rather than in the bucket: created and not
   uploaded yet, or holding unsaved writes. Listings merge them in.
+- Memory: ``dropped`` counts the nodes dropped (the core's housekeeping gives memory back
+  after many), and ``compact`` remakes the two maps once they shrank to a quarter of their
+  peak (a dict never shrinks its table).
 """
 
 from __future__ import annotations
@@ -88,6 +91,16 @@ class InodeTable:
         self.by_path: dict[str, Node] = {"": root}
         self.local: dict[int, Node] = {}
         self._next = ROOT_INODE + 1
+        self.dropped = 0  # nodes dropped so far
+        self._peak = 1  # the most nodes held since the maps were made
+
+    def compact(self) -> None:
+        """Remake the maps when they hold a quarter of their peak or less (after many
+        forgets), so that their tables shrink."""
+        if self._peak >= 1_000 and len(self.by_ino) * 4 <= self._peak:
+            self.by_ino = dict(self.by_ino)
+            self.by_path = dict(self.by_path)
+            self._peak = len(self.by_ino)
 
     @property
     def root(self) -> Node:
@@ -116,6 +129,7 @@ class InodeTable:
         self._next += 1
         self.by_ino[node.ino] = node
         self.by_path[path] = node
+        self._peak = max(self._peak, len(self.by_ino))
         return node
 
     def ref(self, node: Node, count: int = 1) -> None:
@@ -138,7 +152,8 @@ class InodeTable:
         """Remove ``node`` from the table when nothing refers to it any more."""
         if not node.droppable:
             return
-        self.by_ino.pop(node.ino, None)
+        if self.by_ino.pop(node.ino, None) is not None:
+            self.dropped += 1
         self.local.pop(node.ino, None)
         if node.path_attached and self.by_path.get(node.path) is node:
             del self.by_path[node.path]

@@ -290,6 +290,12 @@ class MetaCache:
             self._pending_since = time.monotonic()
         self._forgotten.add(key)
 
+    def compact(self) -> None:
+        """Remake the map of listed versions once emptied (HEADs answered all of them): a
+        dict keeps the table of its largest size."""
+        if not self._listed:
+            self._listed = {}
+
     @property
     def flush_due(self) -> bool:
         queued = len(self._pending) + len(self._forgotten)
