@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -188,10 +189,13 @@ async def test_core_open_after_a_change_behind_cached_attributes_reads_v2(
     raw: S3Store,
 ) -> None:
     """Nothing of v1 was served: the handle moves to v2 (HEAD) and reads it whole, and the
-    open file's attributes are v2's."""
+    open file's attributes are v2's. A v2 of another size is ESTALE instead (the kernel's size
+    of the file is v1's), with v2's attributes, and the next open reads it whole."""
     store = PinStore(raw)
     fs = FsCore(store, MountOptions(uid=1000, gid=1000, stat_ttl=60))
-    v1, v2 = version(4 * MiB, 5), version(3 * MiB, 6)
+    forgotten: list[int] = []
+    fs.forget_kernel_attrs = forgotten.append
+    v1, v2 = version(4 * MiB, 5), version(4 * MiB, 6)
     await raw.put("sp", v1, {})
     ino, attr = await fs.lookup(ROOT_INODE, b"sp")  # v1's attributes, cached for 60 s
     await raw.put("sp", v2, {})
@@ -202,6 +206,22 @@ async def test_core_open_after_a_change_behind_cached_attributes_reads_v2(
     now = await fs.getattr(ino)
     assert now.size == len(v2) and now.etag != attr.etag
     assert store.if_match[0] == attr.etag and set(store.if_match[1:]) == {now.etag}
+    await fs.release(fh)
+    assert not forgotten
+    # another size, nothing read: ESTALE (the kernel's size is v1's), the kernel told to
+    # forget the attributes at the last close; the next open reads the new version whole
+    await raw.put("sz", v1, {})
+    ino, _ = await fs.lookup(ROOT_INODE, b"sz")
+    v3 = version(3 * MiB, 7)
+    await raw.put("sz", v3, {})
+    fh = await fs.open(ino, os.O_RDONLY)
+    assert await read_rest(fs, fh, 0) == (b"", errno.ESTALE)
+    assert (await fs.getattr(ino)).size == len(v1)  # still open: v1's, never shrinking
+    await fs.release(fh)
+    assert forgotten == [ino]
+    assert (await fs.getattr(ino)).size == len(v3)
+    fh = await fs.open(ino, os.O_RDONLY)
+    assert await read_rest(fs, fh, 0) == (v3, 0)
     await fs.release(fh)
 
 
@@ -347,15 +367,28 @@ def test_mounted_open_after_a_change_behind_cached_attributes_reads_v2(
     moto: S3Server, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     """The attributes (v1's) are cached here and in the kernel; nothing of v1 was read: the
-    open reads v2 whole (same size, and shorter)."""
-    keys = {"same": (version(SIZE, 31), version(SIZE, 32))}
-    keys["short"] = (version(SIZE, 33), version(SHORT, 34))
-    for key, (v1, _) in keys.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=v1)
+    open reads v2 whole. A v2 of another size is ESTALE at the first open (the kernel's size
+    is v1's: never an early end of file or zeros), then stat shows v2's size and the next open
+    reads v2 whole."""
+    same1, same2 = version(SIZE, 31), version(SIZE, 32)
+    short1, short2 = version(SIZE, 33), version(SHORT, 34)
+    s3.put_object(Bucket=bucket, Key="same", Body=same1)
+    s3.put_object(Bucket=bucket, Key="short", Body=short1)
     with mounted(moto, bucket, tmp_path=tmp_path, options=("stat_ttl=60",)) as mnt:
-        for key in keys:
-            assert (mnt / key).stat().st_size == SIZE
-        for key, (_, v2) in keys.items():
-            s3.put_object(Bucket=bucket, Key=key, Body=v2)
-        for key, (_, v2) in keys.items():
-            assert (mnt / key).read_bytes() == v2
+        assert (mnt / "same").stat().st_size == SIZE
+        assert (mnt / "short").stat().st_size == SIZE
+        s3.put_object(Bucket=bucket, Key="same", Body=same2)
+        s3.put_object(Bucket=bucket, Key="short", Body=short2)
+        assert (mnt / "same").read_bytes() == same2
+        fd = os.open(mnt / "short", os.O_RDONLY)
+        try:
+            got, err = read_on(fd, 0)
+        finally:
+            os.close(fd)
+        assert (got, err) == (b"", errno.ESTALE)
+        # the last close makes the kernel forget its attributes (long before stat_ttl)
+        deadline = time.monotonic() + 10
+        while (mnt / "short").stat().st_size != SHORT and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (mnt / "short").stat().st_size == SHORT
+        assert (mnt / "short").read_bytes() == short2

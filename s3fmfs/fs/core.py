@@ -43,8 +43,11 @@ Invariants:
   pinned (the kernel's size of an open file never changes under its readers). A changed object
   (412, gone, or fewer bytes than the version has) moves the pin to the new version (a HEAD)
   only while none of its bytes went to the kernel since its page cache was last dropped (and
-  it was not kept at open); otherwise the pin is stale: every read of its handles is ESTALE
-  (logged once per handle), and the next open starts a new pin. Never two versions spliced.
+  it was not kept at open), and only if the size is the same (the kernel's size of the file
+  is the old one); otherwise the pin is stale: every read of its handles is ESTALE (logged
+  once per handle) while its attributes are still reported; at its last release the kernel is
+  told to forget the inode's attributes, and the next open starts a new pin (the attributes
+  of the new version, HEADed when the change was seen). Never two versions spliced.
 - A buffer's fill (read-modify-write) is of one version too: the HEADed ETag on every GET, the
   fill started again from a new HEAD on a change (``REPIN_ATTEMPTS``, then EIO).
 - Background work (read-ahead, parts) runs in ``nursery`` (``run_background``); without one
@@ -201,6 +204,8 @@ class FsCore:
         self.inodes = InodeTable(self.root_attr)
         self.handles: dict[int, Handle] = {}
         self.pins: dict[int, Pin] = {}  # inode → the version its open handles read
+        #: makes the kernel forget an inode's cached attributes (the adapter's; None: no kernel)
+        self.forget_kernel_attrs: Callable[[int], None] | None = None
         self.dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
@@ -280,7 +285,7 @@ class FsCore:
         pin = self.pins.get(node.ino)
         if pin is None or pin.attr is None or node.buffer is not None or self._is_local(node):
             return None
-        return pin.attr
+        return pin.attr  # (stale too: a smaller size would make its reads an early EOF)
 
     # -- resolving paths -----------------------------------------------------------------------
 
@@ -907,7 +912,7 @@ class FsCore:
 
         A changed object (412, gone, or fewer bytes than the version has) is ESTALE once bytes
         of the pinned version were served; before that, the pin moves to the new version (a
-        HEAD) and the read starts again."""
+        HEAD) and the read starts again, if the size is the same (else ESTALE too)."""
         handle = self._handle(fh)
         node = handle.node
         await self.write_order.wait_earlier(node.ino)  # not older than a write received before
@@ -923,7 +928,7 @@ class FsCore:
             if pin.stale:
                 raise self._stale(handle)
             if not pin.etag:
-                await self._repin(node, pin)
+                await self._repin(node, pin, "")  # (a pin without attributes takes any size)
             etag, known = pin.etag, pin.size
             if offset >= known:
                 return b""
@@ -941,11 +946,10 @@ class FsCore:
                 pin.served = pin.served or bool(data)
                 return data
             # the object is no longer the pinned version
-            if not pin.served:
-                await self._repin(node, pin)
-            if pin.served:  # (bytes went out while we HEADed)
-                pin.stale = True
-                raise self._stale(handle)
+            if await self._repin(node, pin, etag):
+                continue
+            pin.stale = True
+            raise self._stale(handle)
         raise self._stale(handle)
 
     async def _read_version(
@@ -964,25 +968,34 @@ class FsCore:
 
         return await handle.readahead.read(offset, size, known, handle.node.version, stream)
 
-    async def _repin(self, node: Node, pin: Pin) -> None:
-        """Move a pin no byte was served from to the object's current version (a HEAD);
-        ENOENT if it is gone. The handles on it drop what they fetched."""
+    async def _repin(self, node: Node, pin: Pin, etag: str) -> bool:
+        """The object is no longer version ``etag``: HEAD it (its attributes are kept, for the
+        next open) and move the pin there if no byte of ``etag`` was served and the size is the
+        same (the kernel's size of the open file is the old one: a short answer against it is
+        an early end of file, or zeros). True when the pin is no longer at ``etag``; False: the
+        caller says ESTALE. ENOENT for a pin that served nothing, of an object gone. The
+        handles on a moved pin drop what they fetched."""
         info = await self._head(self.keys.file_key(node.path))
-        if pin.served and pin.etag:
-            return  # bytes of the old version went out meanwhile: the caller says ESTALE
+        if info is None and pin.etag == etag and etag and pin.served:
+            return False
         if info is None:
             raise FsError(errno.ENOENT, f"{node.path} is gone from the bucket")
         attr = self._complete_file(self._attr_from_info(info, is_dir=False))
-        pin.etag, pin.size, pin.attr = info.etag, info.size, attr
-        if pin is self.pins.get(node.ino):
-            node.open_etag = info.etag  # what the page cache will hold
         if not self._is_local(node):
             node.attr = attr
             if node.path_attached:
                 self.cache.store_attr(node.path, attr)
+        if pin.etag != etag:
+            return True  # moved by another read meanwhile
+        if pin.etag and (pin.served or info.size != pin.size):
+            return False
+        pin.etag, pin.size, pin.attr = info.etag, info.size, attr
+        if pin is self.pins.get(node.ino):
+            node.open_etag = info.etag  # what the page cache will hold
         for other in self.handles.values():
             if other.pin is pin:
                 other.readahead.reset(other.readahead.version)
+        return True
 
     def _stale(self, handle: Handle) -> FsError:
         """ESTALE for a read of a version no longer in the bucket (logged once per handle)."""
@@ -1172,6 +1185,8 @@ class FsCore:
             pin.handles -= 1
             if pin.handles <= 0 and self.pins.get(node.ino) is pin:
                 del self.pins[node.ino]
+                if pin.stale and self.forget_kernel_attrs is not None:
+                    self.forget_kernel_attrs(node.ino)  # the kernel asks for the new version's
         try:
             await self._save(node)
         except FsError:
