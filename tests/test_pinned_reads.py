@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import trio
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection
+from s3fmfs.client import CallingFormat, S3fmAuthConnection, errors
 from s3fmfs.fs.core import FsCore
-from s3fmfs.fs.errno_map import FsError
+from s3fmfs.fs.errno_map import FsError, to_errno
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
@@ -42,6 +42,12 @@ SHORT = 10_000_000
 def version(size: int, seed: int) -> bytes:
     """Content of one version: random bytes from its own seed."""
     return random.Random(seed).randbytes(size)
+
+
+def test_a_failed_if_match_is_estale() -> None:
+    """A 412 reaching the errno table (If-Match: the version read is gone) is ESTALE."""
+    failed = errors.PreconditionFailed(412, "PreconditionFailed", "no", method="GET")
+    assert to_errno(failed) == errno.ESTALE
 
 
 # -- the core over moto ------------------------------------------------------------------------
