@@ -433,10 +433,7 @@ class FsCore:
             return self.root_attr
         if self._is_local(node):
             return self._local_attr(node)
-        pinned = self._pinned_attr(node)
-        if pinned is not None and pinned.complete:
-            return pinned  # an open file: the version its handles read (no request)
-        attr = await self._resolve(node.path)
+        attr = await self._resolve(node.path)  # (for an open file too: it may be gone)
         if node.unlinked or self._is_local(node):  # changed while we awaited
             return self._local_attr(node)
         pin = self.pins.get(node.ino)
