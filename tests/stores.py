@@ -59,9 +59,11 @@ class CountingStore:
         finally:
             self.heads_in_flight -= 1
 
-    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
+    async def get_range(
+        self, key: str, start: int, end: int | None, *, if_match: str = ""
+    ) -> bytes:
         self._hit("get")
-        return await self.inner.get_range(key, start, end)
+        return await self.inner.get_range(key, start, end, if_match=if_match)
 
     async def put(
         self,

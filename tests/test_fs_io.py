@@ -472,7 +472,9 @@ class IOStore(CountingStore):
         self.part_delay = 0.0
         self.fail_get_at: int | None = None  # the next streamed GET past it breaks there
 
-    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
+    async def get_range_into(
+        self, key: str, start: int, end: int, sink: Sink, *, if_match: str = ""
+    ) -> None:
         self._hit("get")
         self.gets_in_flight += 1
         self.max_gets_in_flight = max(self.max_gets_in_flight, self.gets_in_flight)
@@ -492,18 +494,20 @@ class IOStore(CountingStore):
         try:
             if self.get_delay:
                 await trio.sleep(self.get_delay)
-            await self.inner.get_range_into(key, start, end, counted)
+            await self.inner.get_range_into(key, start, end, counted, if_match=if_match)
         finally:
             self.gets_in_flight -= 1
 
-    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
+    async def get_range(
+        self, key: str, start: int, end: int | None, *, if_match: str = ""
+    ) -> bytes:
         self._hit("get")
         self.gets_in_flight += 1
         self.max_gets_in_flight = max(self.max_gets_in_flight, self.gets_in_flight)
         try:
             if self.get_delay:
                 await trio.sleep(self.get_delay)
-            data = await self.inner.get_range(key, start, end)
+            data = await self.inner.get_range(key, start, end, if_match=if_match)
             self.got += len(data)
             return data
         finally:

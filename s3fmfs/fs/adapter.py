@@ -41,6 +41,16 @@ def _fuse_errors(operation: str) -> Iterator[None]:
         raise pyfuse3.FUSEError(code) from None
 
 
+def _forget_kernel_attrs(ino: int) -> None:
+    """The kernel's cached attributes of ``ino`` are wrong (an open file's object changed):
+    it asks again at the next stat or read. Attributes only: no page lock is taken, and without
+    the writeback cache this never blocks, so it is safe from a request handler."""
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except OSError as exc:  # not supported, or the inode already forgotten
+        log.debug("could not invalidate the attributes of inode %d: %s", ino, exc)
+
+
 def _rename_flags(flags: int) -> int:
     """pyfuse3's rename flags as the core's (an unknown bit stays set: the core refuses it)."""
     known = pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE
@@ -61,6 +71,7 @@ class S3fmOperations(pyfuse3.Operations):
     def __init__(self, core: FsCore) -> None:
         super().__init__()
         self.core = core
+        core.forget_kernel_attrs = _forget_kernel_attrs
         self.entry_timeout, self.attr_timeout = core.timeouts()
         self.neg_timeout = core.options.neg_ttl
 

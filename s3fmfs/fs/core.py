@@ -50,6 +50,19 @@ Invariants:
   part) aborts the stream, and flush uploads the whole buffer as before.
 - ``open`` answers ``keep_cache`` (the kernel keeps its page cache) only when the object's
   ETag is the one of the inode's previous open and it was not written here since.
+- An inode's open handles read one version of its object, *pinned* (``Pin``: ETag and size,
+  from the attributes at the first open, until the last release): every GET for them carries
+  ``If-Match``, and getattr, lookup and readdir report that version's attributes while it is
+  pinned (the kernel's size of an open file never changes under its readers). A changed object
+  (412, gone, or fewer bytes than the version has) moves the pin to the new version (a HEAD)
+  only while none of its bytes went to the kernel since its page cache was last dropped (and
+  it was not kept at open), and only if the size is the same (the kernel's size of the file
+  is the old one); otherwise the pin is stale: every read of its handles is ESTALE (logged
+  once per handle) while its attributes are still reported; at its last release the kernel is
+  told to forget the inode's attributes, and the next open starts a new pin (the attributes
+  of the new version, HEADed when the change was seen). Never two versions spliced.
+- A buffer's fill (read-modify-write) is of one version too: the HEADed ETag on every GET, the
+  fill started again from a new HEAD on a change (``REPIN_ATTEMPTS``, then EIO).
 - Background work (read-ahead, parts) runs in ``nursery`` (``run_background``); without one
   (tests driving the core directly) reads fetch their own blocks and files go up whole.
 - Memory: ``run_background`` also runs the housekeeping (``housekeep``, every longest TTL,
@@ -78,6 +91,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..client.errors import NoSuchKey, PreconditionFailed
 from . import limits
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
@@ -115,6 +129,8 @@ RENAME_EXCHANGE = 2
 
 #: HEADs in flight at once for one mount (readdirplus, renames of directories).
 CONCURRENCY = 16
+#: Times a read of an unserved version, or a buffer fill, starts again on a changed object.
+REPIN_ATTEMPTS = 3
 #: Entries whose attributes are completed (HEADed) at a time by readdir.
 READDIR_BATCH = 512
 MAX_SKIPPED_LOGGED = 10_000
@@ -155,6 +171,20 @@ class StatFs:
     name_max: int = 255
 
 
+@dataclass(eq=False)
+class Pin:
+    """The version of an object the open handles of one inode read (one per inode, from the
+    first open to the last release): every GET for them carries ``If-Match: etag``."""
+
+    etag: str  # "" until known: the first read HEADs it
+    size: int
+    attr: Attr | None  # that version's attributes, reported while handles are open
+    #: bytes of it went to the kernel (or its page cache was kept): it can no longer change
+    served: bool = False
+    stale: bool = False  # the object changed after bytes were served: reads are ESTALE
+    handles: int = 0
+
+
 @dataclass
 class Handle:
     """An open file."""
@@ -163,6 +193,8 @@ class Handle:
     flags: int
     readahead: ReadAhead = field(default_factory=ReadAhead)
     keep_cache: bool = False  # the kernel may keep its page cache of the file (open's answer)
+    pin: Pin | None = None  # the version its reads come from (None: a local file's buffer)
+    stale_logged: bool = False
 
 
 @dataclass
@@ -213,6 +245,9 @@ class FsCore:
         self.root_attr = implicit_dir(self.defaults, self.mount_time)
         self.inodes = InodeTable(self.root_attr)
         self.handles: dict[int, Handle] = {}
+        self.pins: dict[int, Pin] = {}  # inode → the version its open handles read
+        #: makes the kernel forget an inode's cached attributes (the adapter's; None: no kernel)
+        self.forget_kernel_attrs: Callable[[int], None] | None = None
         self.dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
@@ -306,6 +341,14 @@ class FsCore:
 
     def _is_local(self, node: Node) -> bool:
         return node.ino in self.inodes.local or node.unlinked
+
+    def _pinned_attr(self, node: Node) -> Attr | None:
+        """The attributes of the version the node's open handles read (None: not pinned), so
+        that the kernel's size of an open file never changes under its readers."""
+        pin = self.pins.get(node.ino)
+        if pin is None or pin.attr is None or node.buffer is not None or self._is_local(node):
+            return None
+        return pin.attr  # (stale too: a smaller size would make its reads an early EOF)
 
     # -- resolving paths -----------------------------------------------------------------------
 
@@ -462,6 +505,7 @@ class FsCore:
             node = self.inodes.node_for(path, attr.kind)
             if not self._is_local(node):
                 node.attr = attr
+                attr = self._pinned_attr(node) or attr
         self.inodes.ref(node)
         return node.ino, attr
 
@@ -480,9 +524,17 @@ class FsCore:
             return self.root_attr
         if self._is_local(node):
             return self._local_attr(node)
-        attr = await self._resolve(node.path)
+        attr = await self._resolve(node.path)  # (for an open file too: it may be gone)
         if node.unlinked or self._is_local(node):  # changed while we awaited
             return self._local_attr(node)
+        pin = self.pins.get(node.ino)
+        if pin is not None and attr is not None and pin.etag and attr.etag == pin.etag:
+            pin.attr = attr  # the pinned version's complete attributes
+        pinned = self._pinned_attr(node)
+        if pinned is not None:
+            if attr is not None and attr.kind is node.kind:
+                node.attr = attr
+            return pinned
         if attr is None or attr.kind is not node.kind:
             if node.open_count > 0 and node.attr is not None:
                 return self._local_attr(node)  # an open file deleted behind our back
@@ -673,8 +725,8 @@ class FsCore:
                 if self._is_local(child):
                     shown = self._local_attr(child)
                 else:
-                    shown = attr
                     child.attr = attr
+                    shown = self._pinned_attr(child) or attr
                 if not emit(encode_name(name), child.ino, shown, index + offset + 1):
                     self.inodes.maybe_drop(child)
                     return
@@ -894,13 +946,20 @@ class FsCore:
         if writing or flags & os.O_TRUNC:
             self._check_writable()
         fh = self._open_handle(node, flags)
-        # the page cache stays when this is the version the previous open saw, unchanged here
-        etag = node.attr.etag if node.attr is not None else ""
-        unchanged = not self._is_local(node) and node.buffer is None and not node.dirty
-        self.handles[fh].keep_cache = unchanged and etag != "" and node.open_etag == etag
-        node.open_etag = etag if unchanged else ""
+        handle = self.handles[fh]
+        if not self._is_local(node) and node.buffer is None and not node.dirty:
+            # reads come from the bucket: from the version the inode's open handles read, or
+            # the one the kernel was last told of; the page cache stays when it is the version
+            # the previous open saw, unchanged here (its pages are of that version)
+            pin = self._join_pin(node)
+            handle.pin = pin
+            handle.keep_cache = pin.etag != "" and node.open_etag == pin.etag
+            pin.served = pin.served or handle.keep_cache
+            node.open_etag = pin.etag
+        else:
+            node.open_etag = ""
         if flags & os.O_TRUNC and writing:
-            self.handles[fh].keep_cache = False
+            handle.keep_cache = False
             try:
                 async with node.lock:
                     await self._truncate_locked(node, 0)
@@ -908,6 +967,18 @@ class FsCore:
                 await self.release(fh)
                 raise
         return fh
+
+    def _join_pin(self, node: Node) -> Pin:
+        """The pin of the inode's open handles, made from what the kernel was told of the
+        object (``node.attr``) when there is none (or it went stale); counts one more handle."""
+        pin = self.pins.get(node.ino)
+        if pin is None or pin.stale:
+            # after a stale one (its handles stay ESTALE): the version the first read HEADs
+            attr = node.attr if pin is None else None
+            pin = Pin(attr.etag if attr else "", attr.size if attr else 0, attr)
+            self.pins[node.ino] = pin
+        pin.handles += 1
+        return pin
 
     async def create(
         self, parent_ino: int, name: bytes, mode: int, flags: int, uid: int, gid: int
@@ -968,19 +1039,29 @@ class FsCore:
         buffer = await WriteBuffer.create(self.tmpdir, self.write_memory)
         try:
             key = self.keys.file_key(node.path)
-            info = await self.store.head(key) if not node.pending else None
+            filled = ""  # the ETag of the version the buffer holds
+            for _ in range(REPIN_ATTEMPTS):
+                info = await self.store.head(key) if not node.pending else None
+                if info is None or not need_data or await self._fill(buffer, key, info):
+                    break
+                await buffer.truncate(0)
+                log.warning("%r changed while being read for a write: reading it again", node.path)
+            else:
+                raise FsError(errno.EIO, f"{node.path} kept changing while it was read")
             if info is not None:
+                filled = info.etag
                 node.content_type = info.content_type or _content_type(node.path)
                 node.extra_meta = {
                     k: v for k, v in (info.metadata or {}).items() if k not in OUR_META
                 }
-                if need_data:
-                    await buffer.fill(info.size, lambda s, e: self.store.get_range(key, s, e))
             elif not node.pending and need_data and node.path_attached:
                 log.warning("%r vanished from the bucket: writing it anew", node.path)
         except BaseException:
             buffer.close()
             raise
+        pin = self.pins.get(node.ino)
+        if need_data and pin is not None and pin.served and pin.etag != filled:
+            pin.stale = True  # its readers had bytes of another version: not the buffer's
         if node.buffer is not None:  # cannot happen under the lock; keep the first one
             buffer.close()
             return node.buffer
@@ -988,40 +1069,134 @@ class FsCore:
         node.version += 1
         return buffer
 
+    async def _fill(self, buffer: WriteBuffer, key: str, info: ObjectInfo) -> bool:
+        """Fill ``buffer`` with the version ``info`` HEADed (If-Match on every GET); False
+        when the object changed meanwhile (a 412, or fewer bytes than HEADed)."""
+
+        async def get(start: int, end: int) -> bytes:
+            return await self.store.get_range(key, start, end, if_match=info.etag)
+
+        try:
+            await buffer.fill(info.size, get)
+        except PreconditionFailed:
+            return False
+        return buffer.size >= info.size
+
     def _touch(self, node: Node) -> None:
         """The node's content changed: dirty, local, new mtime, read-ahead invalid."""
         node.dirty = True
         node.version += 1
         node.open_etag = ""  # written here: the next open drops the page cache
+        self.pins.pop(node.ino, None)  # its handles read the buffer from now on
         attr = node.attr or self._blank(node.kind)
         node.attr = attr.with_changes(mtime_ns=self._now())
         self.inodes.set_local(node, True)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` (fewer only at the end): from the buffer when the file
-        has one, else ranged GETs with a read-ahead window that grows while reads are
-        sequential and resets on a seek."""
+        has one, else ranged GETs of the handle's pinned version with a read-ahead window that
+        grows while reads are sequential and resets on a seek.
+
+        A changed object (412, gone, or fewer bytes than the version has) is ESTALE once bytes
+        of the pinned version were served; before that, the pin moves to the new version (a
+        HEAD) and the read starts again, if the size is the same (else ESTALE too)."""
         handle = self._handle(fh)
         node = handle.node
         await self.write_order.wait_earlier(node.ino)  # not older than a write received before
+        if handle.pin is not None and handle.pin.stale:
+            raise self._stale(handle)
         if node.buffer is not None:
             return await node.buffer.pread(offset, size)
-        known = node.attr.size if node.attr is not None else None
-        if known is not None and offset >= known:
-            return b""
-        key = self.keys.file_key(node.path)
+        if handle.pin is None:  # opened on a local file, now saved and its buffer gone
+            handle.pin = self._join_pin(node)
+            handle.pin.served = True  # the kernel had that version's bytes from the buffer
+        pin = handle.pin
+        for _ in range(REPIN_ATTEMPTS + 1):
+            if pin.stale:
+                raise self._stale(handle)
+            if not pin.etag:
+                await self._repin(node, pin, "")  # (a pin without attributes takes any size)
+            etag, known = pin.etag, pin.size
+            if offset >= known:
+                return b""
+            try:
+                data = await self._read_version(handle, offset, size, etag, known)
+            except (PreconditionFailed, NoSuchKey):
+                data = None
+            if node.buffer is not None:  # a writer appeared meanwhile: its buffer is the truth
+                if pin.stale:
+                    raise self._stale(handle)
+                return await node.buffer.pread(offset, size)
+            if pin.etag != etag:
+                continue  # moved to a new version meanwhile: these bytes are of the old one
+            if data is not None and len(data) == min(size, known - offset):
+                pin.served = pin.served or bool(data)
+                return data
+            # the object is no longer the pinned version
+            if await self._repin(node, pin, etag):
+                continue
+            pin.stale = True
+            raise self._stale(handle)
+        raise self._stale(handle)
+
+    async def _read_version(
+        self, handle: Handle, offset: int, size: int, etag: str, known: int
+    ) -> bytes:
+        """Bytes of version ``etag`` (If-Match on every GET) through the handle's read-ahead."""
+        key = self.keys.file_key(handle.node.path)
         store = self.store
 
         async def stream(start: int, length: int, sink: Sink) -> None:
+            end = start + length - 1
             if isinstance(store, StreamingStore):  # chunks as they arrive
-                await store.get_range_into(key, start, start + length - 1, sink)
+                await store.get_range_into(key, start, end, sink, if_match=etag)
             else:
-                await sink(await store.get_range(key, start, start + length - 1))
+                await sink(await store.get_range(key, start, end, if_match=etag))
 
-        data = await handle.readahead.read(offset, size, known, node.version, stream)
-        if node.buffer is not None:  # a writer appeared meanwhile: its buffer is the truth
-            return await node.buffer.pread(offset, size)
-        return data
+        return await handle.readahead.read(offset, size, known, handle.node.version, stream)
+
+    async def _repin(self, node: Node, pin: Pin, etag: str) -> bool:
+        """The object is no longer version ``etag``: HEAD it (its attributes are kept, for the
+        next open) and move the pin there if no byte of ``etag`` was served and the size is the
+        same (the kernel's size of the open file is the old one: a short answer against it is
+        an early end of file, or zeros). True when the pin is no longer at ``etag``; False: the
+        caller says ESTALE. ENOENT for a pin that served nothing, of an object gone. The
+        handles on a moved pin drop what they fetched."""
+        info = await self._head(self.keys.file_key(node.path))
+        if info is None and pin.etag == etag and etag and pin.served:
+            return False
+        if info is None:
+            raise FsError(errno.ENOENT, f"{node.path} is gone from the bucket")
+        attr = self._complete_file(self._attr_from_info(info, is_dir=False))
+        if not self._is_local(node):
+            node.attr = attr
+            if node.path_attached:
+                self.cache.store_attr(node.path, attr)
+        if pin.etag != etag:
+            return True  # moved by another read meanwhile
+        if pin.etag and (pin.served or info.size != pin.size):
+            return False
+        pin.etag, pin.size, pin.attr = info.etag, info.size, attr
+        if pin is self.pins.get(node.ino):
+            node.open_etag = info.etag  # what the page cache will hold
+        for other in self.handles.values():
+            if other.pin is pin:
+                other.readahead.reset(other.readahead.version)
+        return True
+
+    def _stale(self, handle: Handle) -> FsError:
+        """ESTALE for a read of a version no longer in the bucket (logged once per handle)."""
+        path = handle.node.path
+        if not handle.stale_logged:
+            handle.stale_logged = True
+            etag = handle.pin.etag if handle.pin is not None else ""
+            log.warning(
+                "%r changed in the bucket while open (read version %s): reads of this open "
+                "file fail with ESTALE; open it again for the new version",
+                path,
+                etag,
+            )
+        return FsError(errno.ESTALE, f"{path} changed in the bucket while open")
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         """Write into the inode's buffer (filled from the object first if it has old bytes)."""
@@ -1194,6 +1369,13 @@ class FsCore:
         node = handle.node
         node.open_count -= 1
         handle.readahead.close()
+        pin = handle.pin
+        if pin is not None:
+            pin.handles -= 1
+            if pin.handles <= 0 and self.pins.get(node.ino) is pin:
+                del self.pins[node.ino]
+                if pin.stale and self.forget_kernel_attrs is not None:
+                    self.forget_kernel_attrs(node.ino)  # the kernel asks for the new version's
         try:
             await self._save(node)
         except FsError:
@@ -1316,13 +1498,15 @@ class FsCore:
             if node.kind is Kind.DIR:
                 new = await self._write_dir_meta(node.path, new)
             else:
-                new = await self._write_file_meta(node.path, new)
+                new = await self._write_file_meta(node.path, new, self.pins.get(node.ino))
             node.attr = new
             if node.path_attached:
                 self.cache.note_exists(node.path, new)
         return new
 
-    async def _write_file_meta(self, path: str, attr: Attr) -> Attr:
+    async def _write_file_meta(self, path: str, attr: Attr, pin: Pin | None = None) -> Attr:
+        """Copy the object onto itself with new metadata; a pin on the version copied follows
+        it (same bytes; the copy's ETag may differ, as for a multipart object)."""
         key = self.keys.file_key(path)
         info = await self.store.head(key)
         if info is None:
@@ -1332,7 +1516,10 @@ class FsCore:
             key, key, metadata_of(attr, keep), info.content_type or _content_type(path)
         )
         await self._object_changed(key)
-        return attr.with_changes(etag=result.etag or info.etag, complete=True)
+        new = attr.with_changes(etag=result.etag or info.etag, complete=True)
+        if pin is not None and pin.etag == info.etag:
+            pin.etag, pin.attr = new.etag, new.with_changes(size=pin.size)
+        return new
 
     async def _write_dir_meta(self, path: str, attr: Attr) -> Attr:
         marker = self.keys.dir_prefix(path)

@@ -42,6 +42,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (s3.InvalidAccessKeyId, errno.EACCES),
     (s3.BucketNotEmpty, errno.ENOTEMPTY),
     (s3.EntityTooLarge, errno.EFBIG),
+    (s3.PreconditionFailed, errno.ESTALE),  # If-Match: the version read is gone
     (s3.S3TransportError, errno.EIO),
     (s3.S3ServerError, errno.EIO),
     (s3.InvalidResponseError, errno.EIO),

@@ -11,7 +11,8 @@ Invariants:
   completed or aborted), so that the next mount can abort what a crash left; and it is a
   ``PendingUploads`` (listing and aborting incomplete uploads, for that sweep).
 - It is also a ``StreamingStore``: read-ahead blocks stream in chunk by chunk
-  (``get_range_into``), resumed by the client after a failure mid-body.
+  (``get_range_into``), resumed by the client after a failure mid-body. ``if_match`` goes out
+  as ``If-Match`` on every GET (the client's 412 is ``PreconditionFailed``).
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
 """
@@ -153,12 +154,15 @@ class S3Store:
             content_type=resp.content_type,
         )
 
-    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
+    async def get_range(
+        self, key: str, start: int, end: int | None, *, if_match: str = ""
+    ) -> bytes:
         if end is not None and end < start:
             return b""
         byte_range = None if start == 0 and end is None else (start, end)
+        headers = {"if-match": if_match} if if_match else None
         try:
-            resp = await self.conn.get(self.bucket, key, byte_range=byte_range)
+            resp = await self.conn.get(self.bucket, key, headers, byte_range=byte_range)
         except InvalidRange:
             return b""
         data = await _as_bytes(resp.object.data)
@@ -167,11 +171,14 @@ class S3Store:
             data = data[start : None if end is None else end + 1]
         return data
 
-    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
+    async def get_range_into(
+        self, key: str, start: int, end: int, sink: Sink, *, if_match: str = ""
+    ) -> None:
         if end < start:
             return
+        headers = {"if-match": if_match} if if_match else None
         with contextlib.suppress(InvalidRange):  # starts at or past the end: no bytes
-            await self.conn.get_into(self.bucket, key, sink, byte_range=(start, end))
+            await self.conn.get_into(self.bucket, key, sink, headers, byte_range=(start, end))
 
     async def put(
         self,

@@ -7,7 +7,9 @@ Invariants:
   ``errno_map.to_errno`` translates. Implementations never raise httpx errors.
 - ``get_range`` answers ``b""`` for a range starting at or past the end of the object;
   ``get_range_into`` (optional: ``StreamingStore``) hands the same bytes to a sink as they
-  arrive, each exactly once and in order, and none for such a range.
+  arrive, each exactly once and in order, and none for such a range. Given ``if_match`` (an
+  ETag), both answer only from that version of the object: any other raises the client's
+  ``PreconditionFailed`` (412), whatever the range (a reader pins the version it opened).
 - ``iter_pages`` yields every page of a listing, in key order; close it (``aclosing``) when
   stopping early.
 - ``copy`` with ``metadata=None`` keeps the source's metadata (COPY); with a mapping it
@@ -98,8 +100,11 @@ class ObjectStore(Protocol):
         """An object's size, ETag, LastModified, user metadata and content type."""
         ...
 
-    async def get_range(self, key: str, start: int, end: int | None) -> bytes:
-        """Bytes ``start..end`` (inclusive; None: to the end) of an object."""
+    async def get_range(
+        self, key: str, start: int, end: int | None, *, if_match: str = ""
+    ) -> bytes:
+        """Bytes ``start..end`` (inclusive; None: to the end) of an object; with ``if_match``,
+        of that version only (another one: ``PreconditionFailed``)."""
         ...
 
     async def put(
@@ -136,8 +141,11 @@ class StreamingStore(Protocol):
     """A store that hands a ranged GET over as it arrives (optional: without it, read-ahead
     waits for whole blocks from ``get_range``)."""
 
-    async def get_range_into(self, key: str, start: int, end: int, sink: Sink) -> None:
-        """Bytes ``start..end`` (inclusive) of an object to ``sink``, chunk by chunk."""
+    async def get_range_into(
+        self, key: str, start: int, end: int, sink: Sink, *, if_match: str = ""
+    ) -> None:
+        """Bytes ``start..end`` (inclusive) of an object to ``sink``, chunk by chunk; with
+        ``if_match``, of that version only (another one: ``PreconditionFailed``)."""
         ...
 
 
