@@ -1662,13 +1662,29 @@ class FsCore:
                 attr = self._local_attr(node).with_changes(etag=result.etag, complete=True)
                 node.attr = attr
             else:
-                await self.store.copy(old_key, new_key)
+                result = await self.store.copy(old_key, new_key)
                 await self.store.delete(old_key)
+                if result.etag:
+                    if node is not None:
+                        self._follow_copy(node, attr.etag, result.etag)
+                    attr = attr.with_changes(etag=result.etag)
             self.inodes.move(old, new)
             await self._object_changed(new_key)
         self.cache.note_removed(old)
         self.cache.forget_tree(new)
         self.cache.note_exists(new, attr)
+
+    def _follow_copy(self, node: Node, source_etag: str, copy_etag: str) -> None:
+        """``node``'s object was copied to its new key (a rename): a pin on the version copied
+        follows it (same bytes; a copy of a multipart object has another ETag), so its open
+        handles read on rather than meet ESTALE."""
+        pin = self.pins.get(node.ino)
+        if pin is not None and source_etag and pin.etag == source_etag:
+            pin.etag = copy_etag
+            if pin.attr is not None:
+                pin.attr = pin.attr.with_changes(etag=copy_etag)
+        if node.attr is not None and node.attr.etag == source_etag:
+            node.attr = node.attr.with_changes(etag=copy_etag)
 
     async def _rename_dir(self, old: str, new: str, attr: Attr) -> None:
         """Copy every key under ``old`` to ``new``, move the inodes, delete the old keys.
@@ -1684,17 +1700,23 @@ class FsCore:
                 await stack.enter_async_context(n.lock)
                 await self._end_stream(n)  # its parts went to the old key
             keys: list[str] = []
+            etags: dict[str, tuple[str, str]] = {}  # new key → (ETag listed, ETag of the copy)
             async with contextlib.aclosing(self.store.iter_pages(old_prefix)) as pages:
                 async for page in pages:
                     keys.extend(obj.key for obj in page.objects)
+                    etags.update(
+                        (new_prefix + o.key[len(old_prefix) :], (o.etag, "")) for o in page.objects
+                    )
             moved = [k[len(old_prefix) :] for k in keys] + [n.path[len(old) + 1 :] for n in local]
             for rest in ["", *moved]:  # ENAMETOOLONG before anything is copied
                 limits.check_key(new_prefix + rest)
 
             async def copy_one(key: str) -> None:
+                target = new_prefix + key[len(old_prefix) :]
                 async with self.limiter:
-                    await self.store.copy(key, new_prefix + key[len(old_prefix) :])
-                await self._object_changed(new_prefix + key[len(old_prefix) :])
+                    result = await self.store.copy(key, target)
+                etags[target] = (etags[target][0], result.etag)
+                await self._object_changed(target)
 
             async with trio.open_nursery() as nursery:
                 for key in keys:
@@ -1705,6 +1727,10 @@ class FsCore:
                 await self.store.put(new_prefix, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
             self._detach_tree(new)
             self.inodes.move(old, new)
+            for n in self.inodes.all_nodes():  # open files inside read the copies now
+                listed, copied = etags.get(self.keys.file_key(n.path), ("", ""))
+                if copied and is_under(n.path, new):
+                    self._follow_copy(n, listed, copied)
         self.cache.note_removed(old)
         self.cache.forget_tree(new)
         self.cache.note_exists(new, attr)
