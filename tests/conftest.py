@@ -14,11 +14,12 @@ Invariants:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from tests.loopback import LoopbackTransport, loopback_transport
 from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3_client, s3rver
 
@@ -53,6 +54,15 @@ def s3(moto: S3Server) -> Any:
     """A boto3 client of the ``moto`` server (path style, no retries), to set up and check
     buckets behind the filesystem's back."""
     return s3_client(moto)
+
+
+@pytest.fixture
+async def conn(moto: S3Server) -> AsyncIterator[S3fmAuthConnection]:
+    """The signed client (V4, path style) of the ``moto`` server, for driving the core."""
+    async with S3fmAuthConnection(
+        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
+    ) as connection:
+        yield connection
 
 
 @pytest.fixture(scope="session")

@@ -10,20 +10,19 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection
+from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
-from tests.servers import S3Server, unique_bucket
+from tests.servers import unique_bucket
 from tests.stores import CountingStore
 
 # -- fixtures and helpers -------------------------------------------------------------------------
@@ -40,14 +39,6 @@ class FakeTimer:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-async def conn(moto: S3Server) -> AsyncIterator[S3fmAuthConnection]:
-    async with S3fmAuthConnection(
-        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
-    ) as connection:
-        yield connection
 
 
 class Env:

@@ -543,14 +543,6 @@ class IOStore(CountingStore):
 
 
 @pytest.fixture
-async def conn(moto: S3Server) -> AsyncIterator[S3fmAuthConnection]:
-    async with S3fmAuthConnection(
-        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
-    ) as connection:
-        yield connection
-
-
-@pytest.fixture
 async def raw(conn: S3fmAuthConnection) -> S3Store:
     bucket = unique_bucket("io")
     await conn.create_bucket(bucket)

@@ -16,7 +16,6 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,6 @@ from tests.test_fs_core import FakeTimer, listdir
 PAGE = 10  # listing page size of these tests: N objects cost ceil(N / PAGE) LISTs
 N = 25
 S3FS = {"mode": str(0o100640), "uid": "7", "gid": "8", "mtime": "1600000000"}
-
-
-@pytest.fixture
-async def conn(moto: S3Server) -> AsyncIterator[S3fmAuthConnection]:
-    async with S3fmAuthConnection(
-        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
-    ) as connection:
-        yield connection
 
 
 class Env:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection, errors
+from s3fmfs.client import S3fmAuthConnection, errors
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError, to_errno
 from s3fmfs.fs.inodes import ROOT_INODE
@@ -88,13 +88,10 @@ class PinStore(CountingStore):
 
 
 @pytest.fixture
-async def raw(moto: S3Server) -> AsyncIterator[S3Store]:
-    async with S3fmAuthConnection(
-        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
-    ) as conn:
-        bucket = unique_bucket("pin")
-        await conn.create_bucket(bucket)
-        yield S3Store(conn, bucket)
+async def raw(conn: S3fmAuthConnection) -> S3Store:
+    bucket = unique_bucket("pin")
+    await conn.create_bucket(bucket)
+    return S3Store(conn, bucket)
 
 
 @pytest.fixture(params=["readahead", "no-nursery"])

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import pytest
 import trio
 import trio.testing
 
-from s3fmfs.client import CallingFormat, S3fmAuthConnection
+from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
@@ -78,14 +77,6 @@ class GatedStore(CountingStore):
             await self.gate_puts.wait()
             self.waiting -= 1
         return await super().put(key, body, metadata, content_type)
-
-
-@pytest.fixture
-async def conn(moto: S3Server) -> AsyncIterator[S3fmAuthConnection]:
-    async with S3fmAuthConnection(
-        "testing", "testing", False, moto.host, moto.port, CallingFormat.PATH, signature="v4"
-    ) as connection:
-        yield connection
 
 
 @pytest.fixture
