@@ -330,7 +330,7 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         store = S3Store(conn, config.bucket, journal=kept.journal)
         core = FsCore(
             store,
-            config.options,
+            config.options.fs_settings(),
             prefix=config.prefix,
             tmpdir=config.options.cache_dir,
             metacache=meta,

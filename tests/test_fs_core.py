@@ -20,8 +20,8 @@ from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from tests.servers import unique_bucket
 from tests.stores import CountingStore
 
@@ -52,7 +52,7 @@ class Env:
 
     def core(self, prefix: str = "", **options: Any) -> tuple[FsCore, CountingStore]:
         store = CountingStore(self.raw)
-        opts = MountOptions(uid=1000, gid=1000, **options)
+        opts = FsSettings(uid=1000, gid=1000, **options)
         return FsCore(store, opts, prefix=prefix, timer=self.timer), store
 
     async def put(self, key: str, body: bytes = b"", **meta: str) -> None:
@@ -203,7 +203,7 @@ async def test_s3fs_metadata_and_defaults(env: Env) -> None:
     await env.put("meta", b"12345", mode=str(0o100750), uid="7", gid="8", mtime="1600000000")
     await env.put("plain", b"abc")
     await env.put("dir/", b"", mode=str(0o40700), uid="9", gid="10", mtime="1500000000")
-    core, _ = env.core(umask=0o027)
+    core, _ = env.core(file_mode=0o640, dir_mode=0o750)
     entries = await listdir(core)
     meta = entries["meta"][1]
     assert (meta.mode, meta.uid, meta.gid, meta.size) == (0o100750, 7, 8, 5)
@@ -688,7 +688,7 @@ async def test_flush_all_saves_dirty_files(env: Env) -> None:
 
 async def test_big_files_go_up_in_parts(env: Env) -> None:
     store = S3Store(env.conn, env.bucket, multipart_threshold=6 << 20, part_size=5 << 20)
-    core = FsCore(store, MountOptions(), timer=env.timer)
+    core = FsCore(store, FsSettings(), timer=env.timer)
     data = os.urandom(12 << 20)
     fh, _, _ = await core.create(ROOT_INODE, b"big", 0o644, os.O_WRONLY, 0, 0)
     for offset in range(0, len(data), 1 << 20):

@@ -22,12 +22,14 @@ import trio
 import trio.testing
 
 from s3fmfs.client import CallingFormat, RetryPolicy, S3fmAuthConnection, errors
+from s3fmfs.client.limits import MAX_PART_SIZE, MAX_PARTS
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.options import MountOptions, parse_options
-from s3fmfs.fs.readahead import PART_SIZE, PAUSE_LIMIT, SLACK, ReadAhead, ReadBudget
+from s3fmfs.fs.readahead import PAUSE_LIMIT, RANGE_SIZE, SLACK, ReadAhead, ReadBudget
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import (
     MultipartStore,
     PartBody,
@@ -36,7 +38,7 @@ from s3fmfs.fs.store import (
     StreamingStore,
     UploadedPart,
 )
-from s3fmfs.fs.uploader import MAX_PART, MAX_PARTS, part_size_for
+from s3fmfs.fs.uploader import part_size_for
 from s3fmfs.mount import READ_AHEAD_KB
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
@@ -125,7 +127,7 @@ async def test_readahead_window_grows_fetches_concurrently_and_resets_on_seek(
         lengths = [length for _, length in obj.fetched]
         assert lengths[0] == MiB  # a first read fetches one small block
         assert lengths[1:4] == sorted(lengths[1:4])  # then bigger ones
-        assert max(lengths) == PART_SIZE  # parts of at most part_size
+        assert max(lengths) == RANGE_SIZE  # parts of at most part_size
         assert ra.window == 64 * MiB
         assert 2 <= obj.max_inflight <= 4
         assert sum(lengths) <= len(obj.content) + MiB  # nothing fetched twice
@@ -439,7 +441,7 @@ async def test_streamed_get_takes_only_the_range_of_a_longer_answer() -> None:
 def test_part_sizes_fit_5_tib_in_10000_parts() -> None:
     for base in (5 * MiB, 8 * MiB, 64 * MiB):
         sizes = [part_size_for(n, base) for n in range(1, MAX_PARTS + 1)]
-        assert sizes[0] == base and sizes == sorted(sizes) and max(sizes) <= MAX_PART
+        assert sizes[0] == base and sizes == sorted(sizes) and max(sizes) <= MAX_PART_SIZE
         assert sum(sizes) >= 5 << 40
     assert part_size_for(1, 1) == 5 * MiB  # S3's minimum
 
@@ -554,7 +556,7 @@ async def core(raw: S3Store) -> AsyncIterator[tuple[FsCore, IOStore]]:
     """A core with its background nursery, as a mount runs it (parts of 5 MiB)."""
     store = IOStore(raw)
     assert isinstance(store, MultipartStore) and isinstance(store, StreamingStore)
-    opts = MountOptions(uid=1000, gid=1000, part_size_mb=5, readahead_mb=32)
+    opts = FsSettings(uid=1000, gid=1000, part_size_mb=5, readahead_mb=32)
     fs = FsCore(store, opts)
     async with trio.open_nursery() as nursery:
         await nursery.start(fs.run_background)
@@ -749,7 +751,7 @@ async def test_upload_concurrency_is_bounded(core: tuple[FsCore, IOStore]) -> No
         stream = next(iter(fs.streams.values()), None)
         if stream is not None:
             stream_max = max(stream_max, stream.inflight)
-    assert 2 <= stream_max <= fs.options.upload_concurrency
+    assert 2 <= stream_max <= fs.settings.upload_concurrency
     await fs.flush(fh)
     await fs.release(fh)
     assert store.count("upload_part") == 8 and store.count("complete") == 1

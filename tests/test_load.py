@@ -62,8 +62,8 @@ import trio.testing
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import PutBody, PutResult
 from tests.daemon_watch import MemorySampler, Watchdog
 from tests.mount import daemon_pid, mounted
@@ -573,7 +573,7 @@ async def test_a_read_never_overtakes_a_write_received_before_it(moto: S3Server)
         bucket = unique_bucket("order")
         await conn.create_bucket(bucket)
         store = HeldPutStore(S3Store(conn, bucket))
-        core = FsCore(store, MountOptions())
+        core = FsCore(store, FsSettings())
         fh, _, _ = await core.create(ROOT_INODE, b"f", 0o644, os.O_RDWR, 0, 0)
         await core.write(fh, 0, b"old!")
         results: dict[str, bytes] = {}

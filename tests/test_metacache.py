@@ -28,8 +28,9 @@ from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.metacache import MetaCache, cache_file, scope_of
-from s3fmfs.fs.options import MountOptions, OptionError, parse_options
+from s3fmfs.fs.options import OptionError, parse_options
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import ObjectInfo
 from tests.mount import log_tail, mounted
 from tests.servers import S3Server, unique_bucket
@@ -62,7 +63,7 @@ class Env:
         """A new 'mount': a fresh core, with the cache file opened anew."""
         meta = await MetaCache.open(self.path, scope_of("http://moto", self.bucket))
         store = CountingStore(self.raw)
-        opts = MountOptions(uid=uid, gid=uid, **options)
+        opts = FsSettings(uid=uid, gid=uid, **options)
         core = FsCore(store, opts, timer=self.timer, metacache=meta if cache else None)
         return core, store, meta
 

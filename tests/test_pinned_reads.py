@@ -27,8 +27,8 @@ from s3fmfs.client import S3fmAuthConnection, errors
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError, to_errno
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import Sink
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
@@ -99,7 +99,7 @@ async def core(request: Any, raw: S3Store) -> AsyncIterator[tuple[FsCore, PinSto
     """A core with its background nursery (read-ahead), or without one (each read GETs its
     own block); attributes never cached (``stat_ttl=0``), as a kernel asking every time."""
     store = PinStore(raw)
-    fs = FsCore(store, MountOptions(uid=1000, gid=1000, stat_ttl=0))
+    fs = FsCore(store, FsSettings(uid=1000, gid=1000, stat_ttl=0))
     if request.param == "no-nursery":
         yield fs, store
         return
@@ -195,7 +195,7 @@ async def test_core_open_after_a_change_behind_cached_attributes_reads_v2(
     open file's attributes are v2's. A v2 of another size is ESTALE instead (the kernel's size
     of the file is v1's), with v2's attributes, and the next open reads it whole."""
     store = PinStore(raw)
-    fs = FsCore(store, MountOptions(uid=1000, gid=1000, stat_ttl=60))
+    fs = FsCore(store, FsSettings(uid=1000, gid=1000, stat_ttl=60))
     forgotten: list[int] = []
     fs.forget_kernel_attrs = forgotten.append
     v1, v2 = version(4 * MiB, 5), version(4 * MiB, 6)
@@ -232,7 +232,7 @@ async def test_core_write_fill_is_of_one_version(raw: S3Store) -> None:
     """A read-modify-write fills its buffer (8 MiB GETs) from one version: the object replaced
     after the first GET makes the fill start again from a fresh HEAD."""
     store = PinStore(raw)
-    fs = FsCore(store, MountOptions(uid=1000, gid=1000))
+    fs = FsCore(store, FsSettings(uid=1000, gid=1000))
     v1, v2 = version(20 * MiB, 8), version(20 * MiB, 9)
     await raw.put("f", v1, {})
     ino, _ = await fs.lookup(ROOT_INODE, b"f")
@@ -252,7 +252,7 @@ async def test_core_write_fill_gives_up_on_an_object_that_keeps_changing(raw: S3
             await self.inner.put("f", os.urandom(9 * MiB), {})
 
     store = Changing(raw)
-    fs = FsCore(store, MountOptions(uid=1000, gid=1000))
+    fs = FsCore(store, FsSettings(uid=1000, gid=1000))
     await raw.put("f", version(9 * MiB, 10), {})
     ino, _ = await fs.lookup(ROOT_INODE, b"f")
     fh = await fs.open(ino, os.O_RDWR)

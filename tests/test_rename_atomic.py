@@ -33,8 +33,8 @@ from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.options import MountOptions
 from s3fmfs.fs.s3store import S3Store
+from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import PutBody, PutResult
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
@@ -88,7 +88,7 @@ async def env(conn: S3fmAuthConnection) -> Env:
 
 def gated_core(env: Env) -> tuple[FsCore, GatedStore]:
     store = GatedStore(env.raw)
-    return FsCore(store, MountOptions(uid=1000, gid=1000), timer=env.timer), store
+    return FsCore(store, FsSettings(uid=1000, gid=1000), timer=env.timer), store
 
 
 class Held:

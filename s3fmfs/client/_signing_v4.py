@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from ._encoding import quote_param
 from ._signing_types import Credentials, SigningRequest
+from .limits import MAX_PRESIGN_EXPIRES
 
 __all__ = [
     "ALGORITHM",
@@ -46,7 +47,6 @@ __all__ = [
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-MAX_PRESIGN_EXPIRES = 7 * 24 * 3600
 """SigV4 caps X-Amz-Expires at a week; AWS (and s3rver) reject anything longer."""
 
 SKIPPED_HEADERS = frozenset(

@@ -19,10 +19,10 @@ from ._encoding import Query
 from ._endpoint import DEFAULT_HOST, PORTS_BY_SECURITY, Endpoint, is_s3forme
 from ._signing_types import Credentials
 from .connection import default_signature
+from .limits import MAX_PRESIGN_EXPIRES
 from .models import CallingFormat, Location, S3Object, metadata_to_headers
 
 #: V4 presigned URLs cannot live longer than this (AWS's limit).
-V4_MAX_EXPIRES = 7 * 24 * 3600
 
 
 class QueryStringAuthGenerator:
@@ -193,7 +193,7 @@ class QueryStringAuthGenerator:
                 expires_in = self._expires - int(now.timestamp())
             else:
                 expires_in = int(self._expires_in or 0)
-            if not 1 <= expires_in <= V4_MAX_EXPIRES:
+            if not 1 <= expires_in <= MAX_PRESIGN_EXPIRES:
                 raise ValueError(f"V4 URLs expire in 1 s to 7 days, not {expires_in} s")
             params = _signing_v4.presign_v4(req, self._credentials, self.region, now, expires_in)
         return self._endpoint.url(req, tuple(params))

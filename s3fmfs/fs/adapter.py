@@ -73,7 +73,7 @@ class S3fmOperations(pyfuse3.Operations):
         self.core = core
         core.forget_kernel_attrs = _forget_kernel_attrs
         self.entry_timeout, self.attr_timeout = core.timeouts()
-        self.neg_timeout = core.options.neg_ttl
+        self.neg_timeout = core.settings.neg_ttl
 
     def _entry(self, ino: int, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()

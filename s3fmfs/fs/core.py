@@ -99,7 +99,6 @@ from .attrs import (
     META_MTIME,
     OUR_META,
     Attr,
-    Defaults,
     Kind,
     attr_from_object,
     folder_name,
@@ -113,9 +112,9 @@ from .errno_map import FsError
 from .inodes import ROOT_INODE, InodeTable, Node
 from .keys import KeyMap, encode_name, is_under, join, name_of, parent_of, valid_name
 from .metacache import MetaCache
-from .options import MountOptions
 from .readahead import ReadAhead, ReadBudget
 from .recovery import RecoveryFolder
+from .settings import FsSettings
 from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult, Sink, StreamingStore
 from .treelock import TreeLock
 from .uploader import StreamingUpload
@@ -221,7 +220,7 @@ class FsCore:
     def __init__(
         self,
         store: ObjectStore,
-        options: MountOptions | None = None,
+        settings: FsSettings | None = None,
         *,
         prefix: str = "",
         timer: Callable[[], float] = time.monotonic,
@@ -232,14 +231,14 @@ class FsCore:
         recovery: RecoveryFolder | None = None,
     ) -> None:
         self.store = store
-        self.options = options or MountOptions()
+        self.settings = settings or FsSettings()
         self.keys = KeyMap(prefix)
         self.clock = clock
         self.tmpdir = tmpdir
         #: what small files' write buffers hold in memory, all together
         self.write_memory = MemoryPool()
-        opts = self.options
-        self.defaults = Defaults(opts.uid, opts.gid, opts.default_file_mode, opts.default_dir_mode)
+        opts = self.settings
+        self.defaults = opts.defaults
         self.cache = MetadataCache(opts.stat_ttl, opts.dir_ttl, opts.neg_ttl, timer)
         self.mount_time = self._now()
         self.root_attr = implicit_dir(self.defaults, self.mount_time)
@@ -258,7 +257,7 @@ class FsCore:
         self.streams: dict[int, StreamingUpload] = {}  # inode → its streaming upload
         self.write_order = WriteOrder()  # reads wait for the writes received before them
         #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
-        self.metacache = None if self.options.nometa else metacache
+        self.metacache = None if self.settings.nometa else metacache
         #: where the data of files that could not be uploaded is kept (without a mount: nowhere)
         self.recovery = recovery or RecoveryFolder(None)
         #: claims on subtrees: a directory rename excludes every change under its paths
@@ -277,7 +276,7 @@ class FsCore:
         return fh
 
     def _check_writable(self) -> None:
-        if self.options.ro:
+        if self.settings.ro:
             raise FsError(errno.EROFS)
 
     def _dir_node(self, ino: int) -> Node:
@@ -358,9 +357,9 @@ class FsCore:
             size=info.size,
             last_modified_ns=info.last_modified_ns,
             etag=info.etag,
-            metadata={} if self.options.nometa else info.metadata,  # nometa: defaults only
+            metadata={} if self.settings.nometa else info.metadata,  # nometa: defaults only
             defaults=self.defaults,
-            content_type="" if self.options.nometa else info.content_type,
+            content_type="" if self.settings.nometa else info.content_type,
             key=info.key,
         )
 
@@ -383,7 +382,7 @@ class FsCore:
         """A directory known to exist: its marker's metadata, else that of its first object
         in an older form (``old_forms``) that is one, else the defaults (implicit)."""
         implicit = implicit_dir(self.defaults, self.mount_time).with_changes(old_forms=old_forms)
-        if self.options.nometa:
+        if self.settings.nometa:
             return implicit
         info = await self._head(self.keys.dir_prefix(path))
         for key in old_forms if info is None else ():
@@ -424,7 +423,7 @@ class FsCore:
             nursery.start_soon(head_file)
             nursery.start_soon(list_under)
             nursery.start_soon(head_folder)
-            if not self.options.nometa:
+            if not self.settings.nometa:
                 nursery.start_soon(head_marker)
         info, folder = found.get("file"), found.get("folder")
         file_attr = None
@@ -450,7 +449,7 @@ class FsCore:
 
     def _complete_file(self, attr: Attr) -> Attr:
         """With nometa, listing-grade attributes are all there will ever be."""
-        if self.options.nometa and not attr.complete:
+        if self.settings.nometa and not attr.complete:
             return attr.with_changes(complete=True)
         return attr
 
@@ -462,7 +461,7 @@ class FsCore:
         if node is not None and node.ino in self.inodes.local:
             return self._local_attr(node)
         cached = self.cache.attr(path)
-        if cached is not None and (cached.complete or self.options.nometa):
+        if cached is not None and (cached.complete or self.settings.nometa):
             return cached
         if cached is None and self.cache.is_missing(path):
             return None
@@ -560,7 +559,7 @@ class FsCore:
         dirs: Listing = {}
         files: Listing = {}
         forms: dict[str, tuple[str, ...]] = {}  # name → its ``_$folder$`` key (older form)
-        complete = self.options.nometa
+        complete = self.settings.nometa
         implicit = implicit_dir(self.defaults, self.mount_time).with_changes(complete=complete)
         async with contextlib.aclosing(self.store.iter_pages(prefix, "/")) as pages:
             async for page in pages:
@@ -679,7 +678,7 @@ class FsCore:
 
     async def _complete_attrs(self, directory: str, batch: list[tuple[str, Attr]]) -> None:
         """Replace listing-grade attributes in ``batch`` by HEADed ones, concurrently."""
-        if self.options.nometa:
+        if self.settings.nometa:
             return
         headed: Listing = {}
         async with trio.open_nursery() as nursery:
@@ -873,7 +872,7 @@ class FsCore:
 
     def _open_handle(self, node: Node, flags: int) -> int:
         fh = self._new_fh()
-        opts = self.options
+        opts = self.settings
         readahead = ReadAhead(self.read_budget, self.nursery, max_inflight=opts.read_concurrency)
         self.handles[fh] = Handle(node, flags, readahead)
         node.open_count += 1
@@ -902,7 +901,7 @@ class FsCore:
 
     def housekeeping_period(self) -> float:
         """Seconds between housekeeping rounds: the longest TTL, within 1 s and a minute."""
-        opts = self.options
+        opts = self.settings
         longest = max(opts.stat_ttl, opts.dir_ttl, opts.neg_ttl)
         return min(HOUSEKEEPING_MAX, max(1.0, longest))
 
@@ -1237,8 +1236,8 @@ class FsCore:
             self.keys.file_key(node.path),
             node.path,
             self.nursery,
-            part_size=self.options.part_size_mb << 20,
-            concurrency=self.options.upload_concurrency,
+            part_size=self.settings.part_size_mb << 20,
+            concurrency=self.settings.upload_concurrency,
         )
 
     async def _end_stream(self, node: Node) -> None:
@@ -1770,7 +1769,7 @@ class FsCore:
 
     def timeouts(self) -> tuple[float, float]:
         """(entry_timeout, attr_timeout) for the kernel: the listing and stat TTLs."""
-        return self.options.dir_ttl, self.options.stat_ttl
+        return self.settings.dir_ttl, self.settings.stat_ttl
 
     async def destroy(self) -> None:
         """Close every buffer (after flush_all)."""

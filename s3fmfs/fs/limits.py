@@ -22,17 +22,16 @@ from __future__ import annotations
 import errno
 import logging
 
+from ..client.limits import KEY_MAX, MAX_OBJECT_SIZE
 from .errno_map import FsError
 from .keys import NAME_MAX, decode_name
 
 log = logging.getLogger("s3fmfs.fs")
 
-#: S3's longest key, in bytes of UTF-8.
-KEY_MAX = 1024
+__all__ = ["KEY_MAX", "MAX_OBJECT_SIZE", "SYMLINK_MAX"]
+
 #: The longest symlink target: PATH_MAX (4,096) less the NUL; what FUSE's readlink can return.
 SYMLINK_MAX = 4095
-#: S3's largest object.
-MAX_OBJECT_SIZE = 5 << 40
 
 
 def check_name(name: bytes) -> str:

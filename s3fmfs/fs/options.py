@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .keys import normalize_prefix
+from .settings import FsSettings
 
 #: Every option: name → help. Flags take no value; the others take ``name=value``.
 OPTIONS: dict[str, str] = {
@@ -165,6 +166,24 @@ class MountOptions:
     def default_dir_mode(self) -> int:
         """Permission bits of directories without metadata."""
         return (self.dir_mode if self.dir_mode is not None else 0o777 & ~self.umask) & 0o7777
+
+    def fs_settings(self) -> FsSettings:
+        """What the filesystem layer needs of these options."""
+        return FsSettings(
+            uid=self.uid,
+            gid=self.gid,
+            file_mode=self.default_file_mode,
+            dir_mode=self.default_dir_mode,
+            nometa=self.nometa,
+            ro=self.ro,
+            stat_ttl=self.stat_ttl,
+            dir_ttl=self.dir_ttl,
+            neg_ttl=self.neg_ttl,
+            readahead_mb=self.readahead_mb,
+            read_concurrency=self.read_concurrency,
+            part_size_mb=self.part_size_mb,
+            upload_concurrency=self.upload_concurrency,
+        )
 
     @property
     def endpoint_parts(self) -> tuple[bool, str, int]:

@@ -57,7 +57,7 @@ MAX_WINDOW = 64 << 20
 #: whatever its length, so parts are long: they cost no memory until their bytes arrive (the
 #: window asks for one part more than the budget holds, see ``ReadAhead.max_window``). 16 MiB
 #: rather than more keeps two or three GETs in flight, which a distant service needs.
-PART_SIZE = 16 << 20
+RANGE_SIZE = 16 << 20
 #: A read this far behind the reader's position, or ahead of the blocks, is still sequential
 #: (the kernel's concurrent reads arrive slightly out of order); chunks this far behind the
 #: furthest read are kept for such late reads.
@@ -236,7 +236,7 @@ class ReadAhead:
         *,
         min_window: int = MIN_WINDOW,
         max_window: int = MAX_WINDOW,
-        part_size: int = PART_SIZE,
+        part_size: int = RANGE_SIZE,
         max_inflight: int = 4,
     ) -> None:
         self.budget = budget or ReadBudget(max_window)

@@ -36,6 +36,7 @@ from ..client import (
     S3fmAuthConnection,
     S3Object,
 )
+from ..client.limits import MAX_PARTS
 from .attrs import parse_s3_time
 from .journal import UploadJournal
 from .store import (
@@ -56,7 +57,6 @@ log = logging.getLogger("s3fmfs.fs")
 #: cheaper to retry than a whole file).
 MULTIPART_THRESHOLD = 64 << 20
 PART_SIZE = 16 << 20
-MAX_PARTS = 10_000
 UPLOAD_CONCURRENCY = 4
 
 

@@ -36,21 +36,19 @@ from collections.abc import Callable, Mapping
 
 import trio
 
+from ..client.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from .attrs import META_MTIME, NS
 from .store import MultipartStore, PartBody, PutResult, UploadedPart
 
 log = logging.getLogger("s3fmfs.fs")
 
-MIN_PART = 5 << 20
-MAX_PART = 5 << 30
-MAX_PARTS = 10_000
 PARTS_PER_STEP = 625
 
 
 def part_size_for(number: int, base: int) -> int:
     """The size of part ``number`` (1-based) of a streamed upload."""
-    base = max(base, MIN_PART)
-    return min(MAX_PART, base << ((number - 1) // PARTS_PER_STEP))
+    base = max(base, MIN_PART_SIZE)
+    return min(MAX_PART_SIZE, base << ((number - 1) // PARTS_PER_STEP))
 
 
 #: (metadata, content type) of the object, asked for when the upload is created.
@@ -76,7 +74,7 @@ class StreamingUpload:
         self.key = key
         self.path = path  # the file's path when the upload started (a rename breaks it)
         self.nursery = nursery
-        self.base = max(part_size, MIN_PART)
+        self.base = max(part_size, MIN_PART_SIZE)
         self.concurrency = max(1, concurrency)
         self.upload_id: str | None = None
         self.metadata: dict[str, str] = {}  # what the upload was created with (no mtime)
