@@ -4,6 +4,7 @@ dataclass defaults, ``--help``, the fstab-only list of ``mount.s3fmfs`` and
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -123,3 +124,40 @@ def test_one_cache_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert paths.metacache_file(opts) == Path("/c/metadata.sqlite3")
     assert paths.endpoint_id(opts) == "http://127.0.0.1:9000"
     assert paths.endpoint_id(MountOptions()) == "https://rest.s3for.me:443"
+
+
+def _imports(path: Path) -> set[str]:
+    """The s3fmfs modules ``path`` imports (absolute names)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            found |= {name} | {f"{name}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name == "s3fmfs" or name.startswith("s3fmfs.")}
+
+
+@pytest.mark.parametrize(
+    ("layer", "allowed"),
+    [
+        ("client", ("s3fmfs.client",)),
+        ("fs", ("s3fmfs.fs", "s3fmfs.client")),
+        ("config", ("s3fmfs.config", "s3fmfs.fs", "s3fmfs.client")),
+        ("service", ("s3fmfs.service", "s3fmfs.config", "s3fmfs.fs", "s3fmfs.client")),
+    ],
+)
+def test_layers_import_only_the_layers_below(layer: str, allowed: tuple[str, ...]) -> None:
+    for path in sorted((ROOT / "s3fmfs" / layer).rglob("*.py")):
+        for name in _imports(path):
+            if name in ("s3fmfs", "s3fmfs.__version__"):
+                continue
+            assert name.startswith(allowed), f"{path.relative_to(ROOT)} imports {name}"
