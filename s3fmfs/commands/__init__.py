@@ -3,6 +3,7 @@
 Modules::
 
     cli           the s3fmfs command: the mount form and the dispatch of subcommands
+    common        parsers that fail in one line, the options' help, credentials for commands
     checks        what is checked before forking (mountpoint, /dev/fuse, cache directory)
     ls, presign   the client subcommands
     demo          s3fmfs demo: a sample bucket on a local moto server, mounted
