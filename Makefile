@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd
 
-.PHONY: all apt venv npm deps check lint typecheck test demo bench install uninstall clean
+.PHONY: all apt venv npm deps check lint typecheck test demo docs bench install uninstall clean
 
 all: test
 
@@ -62,6 +62,11 @@ test: deps check
 demo: venv
 	@$(PY) -c 'import moto.server' >/dev/null 2>&1 || $(PY) -m pip install -q -e '.[demo]'
 	$(VENV)/bin/s3fmfs demo $(or $(MOUNTPOINT),mnt)
+
+# docs/CONFIGURATION.md is generated from the option table (s3fmfs/config/options.py);
+# tests/test_config.py fails when the committed page differs.
+docs: venv
+	$(PY) -m s3fmfs.config.docs > docs/CONFIGURATION.md
 
 # Benchmark (tests/bench/): its own s3rver on loopback, every workload for s3fmfs, a raw client
 # and the peers installed (s3fs-fuse, rclone mount); prints a table (also written to BENCH_OUT=).

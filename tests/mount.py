@@ -52,11 +52,11 @@ class MountError(AssertionError):
 
 
 def s3fmfs_command() -> list[str]:
-    """The console script next to this interpreter, else ``python -m s3fmfs.cli``."""
+    """The console script next to this interpreter, else ``python -m s3fmfs.commands.cli``."""
     script = Path(sys.executable).parent / "s3fmfs"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "s3fmfs.cli"]
+    return [sys.executable, "-m", "s3fmfs.commands.cli"]
 
 
 def mount_log(mnt: Path) -> Path:

@@ -64,19 +64,12 @@ s3rver 3.7.1 (``tests/node``), from ``lib/middleware/authentication.js`` and
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,15 +77,17 @@ from typing import Any
 
 import httpx
 
+from s3fmfs.commands import demo_server
+from s3fmfs.commands.demo_server import LOOPBACK as LOOPBACK  # the servers bind here
+from s3fmfs.commands.demo_server import ServerStartError
+from s3fmfs.commands.demo_server import free_port as free_port  # the tests pick ports too
+
 TESTS_DIR = Path(__file__).resolve().parent
 NODE_DIR = TESTS_DIR / "node"
 S3RVER_JS = NODE_DIR / "node_modules" / "s3rver" / "bin" / "s3rver.js"
 
-LOOPBACK = "127.0.0.1"
 DOMAIN = "s3.test"
 REGION = "us-east-1"
-STARTUP_TIMEOUT = 30.0
-STOP_GRACE = 5.0
 
 MOTO_USER = "s3fmfs-test"
 MOTO_POLICY = {
@@ -146,118 +141,19 @@ def s3_client(
     )
 
 
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (the caller retries if it is taken before use)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _answers(url: str) -> bool:
-    """True once anything answers HTTP at ``url``, whatever the status."""
-    try:
-        httpx.get(url, timeout=1.0, trust_env=False)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
-class ServerStartError(RuntimeError):
-    """The server process died or did not answer in time; carries its output's tail."""
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if pytest dies without cleaning up (SIGKILL, OOM)."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the process group of ``proc``: SIGTERM, then SIGKILL; always reap it."""
-    if proc.poll() is None:  # still ours: its pid is its process group id (own session)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 @contextmanager
-def _process(
-    argv: list[str],
-    env: dict[str, str],
-    log: Path,
-    ready: Callable[[], bool],
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` until the block ends, after ``ready()`` turned true; raise if it died."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not ready():
-            if proc.poll() is not None:
-                raise ServerStartError(f"{argv[:3]} exited {proc.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise ServerStartError(f"{argv[:3]} not ready in {STARTUP_TIMEOUT}s:\n{_tail(log)}")
-            time.sleep(0.05)
-        yield proc
-    finally:
-        _stop(proc)
+def _moto(extra_env: dict[str, str]) -> Iterator[tuple[int, Path]]:
+    """moto's server on a free port (``s3fmfs.commands.demo_server``, the demo's own launcher);
+    yields the port and the server's log file."""
 
+    def env(port: int) -> dict[str, str]:
+        # "s3.test:PORT" is path style; "<bucket>.s3.test:PORT" stays virtual-hosted.
+        return {**os.environ, "MOTO_S3_CUSTOM_ENDPOINTS": f"http://{DOMAIN}:{port}", **extra_env}
 
-@contextmanager
-def _moto(extra_env: dict[str, str], attempts: int = 3) -> Iterator[tuple[int, Path]]:
-    """Run moto's server on a free port; yields the port and the server's log file.
-
-    The port is chosen before the start (moto needs it in ``MOTO_S3_CUSTOM_ENDPOINTS``), so a
-    start that loses the port to another process is retried on a new one.
-    """
     with tempfile.TemporaryDirectory(prefix="s3fmfs-moto-") as tmp:
         log = Path(tmp) / "moto.log"
-        for attempt in range(attempts):
-            port = free_port()
-            env = {
-                **os.environ,
-                # "s3.test:PORT" is path style; "<bucket>.s3.test:PORT" stays virtual-hosted.
-                "MOTO_S3_CUSTOM_ENDPOINTS": f"http://{DOMAIN}:{port}",
-                **extra_env,
-            }
-            argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
-            # /moto-api/ answers without counting as an action for INITIAL_NO_AUTH_ACTION_COUNT.
-            ready = functools.partial(_answers, f"http://{LOOPBACK}:{port}/moto-api/")
-            started = False
-            try:
-                with _process(argv, env, log, ready):
-                    started = True
-                    yield port, log
-                    return
-            except ServerStartError:
-                lost_port = "Address already in use" in _tail(log)
-                if started or not lost_port or attempt == attempts - 1:
-                    raise
+        with demo_server.moto(log, env) as port:
+            yield port, log
 
 
 @contextmanager
@@ -331,7 +227,7 @@ def s3rver() -> Iterator[S3Server]:
                 if not match:
                     return False
                 found.append(int(match.group(1)))
-            return _answers(f"http://{LOOPBACK}:{found[0]}/")
+            return demo_server.answers(f"http://{LOOPBACK}:{found[0]}/")
 
-        with _process(argv, env, log, ready):
+        with demo_server.process(argv, log, ready, env):
             yield S3Server(LOOPBACK, found[0], "S3RVER", "S3RVER")

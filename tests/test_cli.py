@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 import trio
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
-from s3fmfs.fs.options import IGNORED, OPTIONS, parse_options
+from s3fmfs.config.options import IGNORED, OPTIONS, parse_options
 from tests.mount import daemons_of, is_mounted, mounted, s3fmfs_command
 from tests.servers import S3Server, free_port, unique_bucket
 
@@ -376,19 +375,6 @@ def test_subcommand_dispatch(tmp_path: Path):
     assert "does not exist" in one_line_error(forced) and forced.returncode == 2
     bad = s3fmfs("ls", "b", "-o", "nosuch", env=env)
     assert "unknown option" in one_line_error(bad) and bad.returncode == 2
-    hidden = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; sys.modules['s3fmfs.demo'] = None\n"
-            "from s3fmfs.cli import main; sys.exit(main(['demo']))",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert one_line_error(hidden) == "s3fmfs: demo not available" and hidden.returncode == 2
 
 
 # --------------------------------------------------------------------------- logging

@@ -1,4 +1,4 @@
-"""The credentials chain (:mod:`s3fmfs.credentials`): order, formats, permissions, profiles.
+"""The credentials chain (:mod:`s3fmfs.config.credentials`): order, formats, permissions, profiles.
 
 Each test builds its own HOME in ``tmp_path`` and passes an explicit environment, so nothing
 from the machine running the tests (``~/.aws``, ``AWS_*``) leaks in; the system file
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from s3fmfs.credentials import (
+from s3fmfs.config.credentials import (
     CredentialsError,
     find_credentials,
     parse_passwd,
@@ -216,7 +216,7 @@ def test_cli_uses_the_chain_and_reports_refusals(home: Home, tmp_path: Path) -> 
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "s3fmfs.cli", "bkt", str(mnt)],
+        [sys.executable, "-m", "s3fmfs.commands.cli", "bkt", str(mnt)],
         env=env,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from s3fmfs.demo import moto_available
+from s3fmfs.commands.demo_server import moto_available
 from tests.mount import is_mounted
 
 needs_moto = pytest.mark.skipif(not moto_available(), reason="moto[server] not installed")
@@ -33,7 +33,7 @@ ENDPOINT = re.compile(r"S3 server at (http://127\.0\.0\.1:(\d+))")
 
 
 def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "s3fmfs.demo", *args]
+    return [sys.executable, "-m", "s3fmfs.commands.demo", *args]
 
 
 def _listening(port: int) -> bool:
@@ -179,11 +179,11 @@ def test_demo_refuses_a_file_as_mountpoint(tmp_path: Path) -> None:
 def test_demo_without_moto_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import s3fmfs.demo
+    from s3fmfs.commands import demo
 
-    monkeypatch.setattr(s3fmfs.demo, "moto_available", lambda: False)
-    assert s3fmfs.demo.main([str(tmp_path / "mnt")]) == 2
+    monkeypatch.setattr(demo, "moto_available", lambda: False)
+    assert demo.main([str(tmp_path / "mnt")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == s3fmfs.demo.NEEDS_MOTO + "\n"
+    assert captured.err == demo.NEEDS_MOTO + "\n"
     assert not (tmp_path / "mnt").exists()

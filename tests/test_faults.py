@@ -39,8 +39,8 @@ from s3fmfs.client import (
     S3TimeoutError,
     SlowDown,
 )
-from s3fmfs.fs.options import MountOptions, OptionError, parse_options
-from s3fmfs.mount import MOUNT_MAX_ATTEMPTS, connection_for, mount_retry
+from s3fmfs.config.options import MountOptions, OptionError, parse_options
+from s3fmfs.service.connection import MOUNT_MAX_ATTEMPTS, connection_for, mount_retry
 from tests.faultproxy import KINDS, FaultProxy, Request, fault_proxy
 from tests.mount import log_tail, mount_log, mounted
 from tests.servers import S3Server, unique_bucket

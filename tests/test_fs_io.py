@@ -23,10 +23,10 @@ import trio.testing
 
 from s3fmfs.client import CallingFormat, RetryPolicy, S3fmAuthConnection, errors
 from s3fmfs.client.limits import MAX_PART_SIZE, MAX_PARTS
+from s3fmfs.config.options import MountOptions, parse_options
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.options import MountOptions, parse_options
 from s3fmfs.fs.readahead import PAUSE_LIMIT, RANGE_SIZE, SLACK, ReadAhead, ReadBudget
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
@@ -39,7 +39,7 @@ from s3fmfs.fs.store import (
     UploadedPart,
 )
 from s3fmfs.fs.uploader import part_size_for
-from s3fmfs.mount import READ_AHEAD_KB
+from s3fmfs.service.mount import READ_AHEAD_KB
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
 from tests.stores import CountingStore

@@ -16,11 +16,7 @@ import trio
 import trio.testing
 
 from s3fmfs.client import errors as s3
-from s3fmfs.fs.attrs import Attr, Defaults, Kind, attr_from_object, metadata_of, parse_s3_time
-from s3fmfs.fs.cache import MetadataCache
-from s3fmfs.fs.errno_map import FsError, to_errno
-from s3fmfs.fs.keys import KeyMap, normalize_prefix, valid_name
-from s3fmfs.fs.options import (
+from s3fmfs.config.options import (
     OPTIONS,
     MountOptions,
     OptionError,
@@ -28,8 +24,12 @@ from s3fmfs.fs.options import (
     parse_bucket,
     parse_options,
 )
+from s3fmfs.fs.attrs import Attr, Defaults, Kind, attr_from_object, metadata_of, parse_s3_time
+from s3fmfs.fs.cache import MetadataCache
+from s3fmfs.fs.errno_map import FsError, to_errno
+from s3fmfs.fs.keys import KeyMap, normalize_prefix, valid_name
 from s3fmfs.fs.readahead import ReadBudget
-from s3fmfs.mount import raise_read_ahead
+from s3fmfs.service.mount import raise_read_ahead
 
 DEFAULTS = Defaults(uid=1, gid=2, file_mode=0o644, dir_mode=0o755)
 
@@ -339,7 +339,7 @@ def test_zero_ttl_stores_nothing() -> None:
 def test_cli_usage_errors_are_one_line(args: list[str]) -> None:
     env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "s3fmfs.cli", *args],
+        [sys.executable, "-m", "s3fmfs.commands.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -352,7 +352,7 @@ def test_cli_usage_errors_are_one_line(args: list[str]) -> None:
 
 def test_cli_needs_credentials(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "s3fmfs.cli", "b", str(tmp_path)],  # an empty mountpoint
+        [sys.executable, "-m", "s3fmfs.commands.cli", "b", str(tmp_path)],  # an empty mountpoint
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},

@@ -23,12 +23,13 @@ import pytest
 import trio
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
+from s3fmfs.config.options import MountOptions, OptionError, parse_options
+from s3fmfs.config.paths import metacache_file
 from s3fmfs.fs import metacache as metacache_module
 from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.inodes import ROOT_INODE
-from s3fmfs.fs.metacache import MetaCache, cache_file, scope_of
-from s3fmfs.fs.options import OptionError, parse_options
+from s3fmfs.fs.metacache import MetaCache, scope_of
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import ObjectInfo
@@ -263,11 +264,11 @@ def test_options() -> None:
     for bad in ("metacache=maybe", "metacache", "metacache_file=relative.db"):
         with pytest.raises(OptionError):
             parse_options([bad])
-    assert cache_file("/c") == Path("/c/metadata.sqlite3")
-    assert cache_file("/c", "/f.db") == Path("/f.db")
+    assert metacache_file(MountOptions(cache_dir="/c")) == Path("/c/metadata.sqlite3")
+    assert metacache_file(MountOptions(cache_dir="/c", metacache_file="/f.db")) == Path("/f.db")
     os.environ["XDG_CACHE_HOME"] = "/xdg"
     try:
-        assert cache_file(None) == Path("/xdg/s3fmfs/metadata.sqlite3")
+        assert metacache_file(MountOptions()) == Path("/xdg/s3fmfs/metadata.sqlite3")
     finally:
         del os.environ["XDG_CACHE_HOME"]
     assert metacache_module.FILE_NAME == "metadata.sqlite3"

@@ -21,8 +21,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from s3fmfs.client._encoding import quote_key
+from s3fmfs.commands.demo_server import answers as _answers
 from tests.loopback import LoopbackTransport
-from tests.servers import S3Server, _answers, moto_server, s3_client, s3rver, unique_bucket
+from tests.servers import S3Server, moto_server, s3_client, s3rver, unique_bucket
 
 Loopback = Callable[..., LoopbackTransport]
 

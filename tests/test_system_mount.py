@@ -41,8 +41,9 @@ from typing import Any
 import psutil
 import pytest
 
-from s3fmfs import mount_helper, sdnotify
-from s3fmfs.fs import options as fs_options
+from s3fmfs.commands import mount_helper
+from s3fmfs.config import options as fs_options
+from s3fmfs.service import sdnotify
 from tests.mount import is_mounted, mounted
 from tests.servers import S3Server, free_port, s3_client, unique_bucket
 
@@ -213,7 +214,9 @@ def serving(mnt: Path) -> list[psutil.Process]:
         cmdline: list[str] = proc.info["cmdline"] or []
         if proc.pid == os.getpid() or str(mnt) not in cmdline:
             continue
-        if any(os.path.basename(arg) == "s3fmfs" or arg == "s3fmfs.cli" for arg in cmdline):
+        if any(
+            os.path.basename(arg) == "s3fmfs" or arg == "s3fmfs.commands.cli" for arg in cmdline
+        ):
             found.append(proc)
     return found
 
@@ -474,8 +477,9 @@ def test_helper_drops_mount_only_options() -> None:
         "rw,_netdev,nofail,noauto,auto,user,users,defaults,x-systemd.automount",
         "comment=x-gvfs-show,endpoint=http://127.0.0.1:9000,ro,passwd_file=/etc/p,dev,suid",
     ]
+    # dev/suid: fstab-only too (s3fmfs would ignore them): the option table's one list
     assert mount_helper.filesystem_options(groups) == (
-        "endpoint=http://127.0.0.1:9000,ro,passwd_file=/etc/p,dev,suid"
+        "endpoint=http://127.0.0.1:9000,ro,passwd_file=/etc/p"
     )
     assert mount_helper.filesystem_options(["bogus=1,ro,nometa"], sloppy=True) == "ro,nometa"
     assert mount_helper.filesystem_options(["bogus=1,ro"]) == "bogus=1,ro"  # s3fmfs says no
@@ -485,7 +489,7 @@ def test_helper_runs_s3fmfs_in_daemon_mode() -> None:
     args = mount_helper.parse_args(["bkt", "/mnt/x", "-o", "_netdev,ro", "-t", "fuse.s3fmfs"])
     command = mount_helper.build_command(args)
     script = Path(sys.executable).parent / "s3fmfs"
-    expected = [str(script)] if script.exists() else [sys.executable, "-m", "s3fmfs.cli"]
+    expected = [str(script)] if script.exists() else [sys.executable, "-m", "s3fmfs.commands.cli"]
     assert command == [*expected, "bkt", "/mnt/x", "-o", "ro"]
     assert "-f" not in command  # mount(8)'s -f is "fake": never s3fmfs's foreground
 

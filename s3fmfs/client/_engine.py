@@ -26,11 +26,16 @@ import itertools
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-import httpcore
 import httpx
 import trio
 
@@ -38,6 +43,7 @@ from . import _signing_v2, _signing_v4
 from ._encoding import Query, encode_query
 from ._endpoint import Endpoint
 from ._signing_types import Credentials
+from ._transport import pool_transport
 from .errors import (
     AuthorizationHeaderMalformed,
     S3fmError,
@@ -50,13 +56,6 @@ from .models import CallingFormat
 from .retry import RetryPolicy
 
 log = logging.getLogger("s3fmfs.client")
-
-#: httpcore reads its sockets 64 KiB at a time, and each read of a body goes through h11 and
-#: four layers of async iterators: a streamed GET at loopback speed spends more time there than
-#: copying. 256 KiB reads make a quarter of the passes (measured on big reads through the mount:
-#: about 15% less CPU per byte); 1 MiB ones were no faster (their copies miss the CPU cache)
-#: and hold more memory per connection. Class-wide: this process's client is the only user.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 256 << 10
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -216,7 +215,7 @@ class Engine:
                 timeout=timeout,
                 limits=limits,
                 verify=verify,
-                transport=transport,
+                transport=transport or pool_transport(verify, limits),
                 follow_redirects=False,
                 headers={"accept-encoding": "identity", "user-agent": user_agent},
             )

@@ -11,7 +11,8 @@ Layers, each importing only the ones below it::
     readahead, uploader      read-ahead (concurrent ranged GETs, shared memory budget);
                              multipart uploads streamed while a file is written
     attrs, keys, errno_map   metadata ↔ attributes, paths ↔ keys, exceptions → errno
-    options                  mount options and their parsing
+    settings                 FsSettings: what the layer is configured with (built by
+                             s3fmfs.config from the mount options)
     store.ObjectStore        the narrow bucket interface; s3store.S3Store implements it
     s3fmfs.client            the signed S3 client (only s3store calls it)
 
@@ -21,7 +22,6 @@ The adapter is not imported here, so the core can be used where pyfuse3 is not w
 from .attrs import Attr, Defaults, Kind
 from .core import FsCore
 from .errno_map import FsError, to_errno
-from .options import MountOptions, OptionError, parse_options
 from .s3store import S3Store
 from .store import ListingPage, ObjectInfo, ObjectStore, PutResult
 
@@ -32,12 +32,9 @@ __all__ = [
     "FsError",
     "Kind",
     "ListingPage",
-    "MountOptions",
     "ObjectInfo",
     "ObjectStore",
-    "OptionError",
     "PutResult",
     "S3Store",
-    "parse_options",
     "to_errno",
 ]

@@ -47,7 +47,6 @@ from pathlib import Path
 import trio
 
 from .attrs import NS
-from .options import MountOptions
 from .store import ObjectInfo
 
 log = logging.getLogger("s3fmfs.fs")
@@ -77,19 +76,6 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_written ON objects (written);
 """
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/s3fmfs``, else ``~/.cache/s3fmfs`` (where the fallback log goes)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "s3fmfs"
-
-
-def cache_file(cache_dir: str | None, file: str | None = None) -> Path:
-    """Where the cache lives: ``file`` if given, else ``metadata.sqlite3`` in the cache dir."""
-    if file:
-        return Path(file)
-    return (Path(cache_dir) if cache_dir else default_cache_dir()) / FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -366,14 +352,3 @@ async def opened(path: Path, scope: str, enabled: bool = True) -> AsyncIterator[
     finally:
         if cache is not None:
             await cache.close()
-
-
-def for_mount(
-    opts: MountOptions, bucket: str
-) -> contextlib.AbstractAsyncContextManager[MetaCache | None]:
-    """The cache a mount of ``bucket`` with ``opts`` uses: none with ``metacache=off`` or
-    ``nometa`` (which makes no HEADs to remember)."""
-    secure, host, port = opts.endpoint_parts
-    endpoint = f"{'https' if secure else 'http'}://{host}:{port}"
-    path = cache_file(opts.cache_dir, opts.metacache_file)
-    return opened(path, scope_of(endpoint, bucket), opts.metacache and not opts.nometa)

@@ -2,9 +2,10 @@
 write the bucket refused is never lost with the process.
 
 Invariants:
-- The folder is ``<cache dir>/recovery`` (``cache_dir=``, else ``~/.cache/s3fmfs``); when no
-  copy can be written there (full, read-only), the fallback ``$XDG_STATE_HOME/s3fmfs/recovery``
-  (else ``~/.local/state/s3fmfs/recovery``). Both are created mode 0700; files mode 0600.
+- The folder is ``<cache dir>/recovery``; when no copy can be written there (full,
+  read-only), the fallback ``<state dir>/recovery`` (the directories are the configuration's:
+  ``s3fmfs.config.paths``, which opens a mount's folder: ``s3fmfs.service.keep``). Both are
+  created mode 0700; files mode 0600.
 - A copy is named ``<UTC time of its first failure>-<digest>-<tail>``: the digest (of endpoint,
   bucket and key) tells keys apart, the tail (the key's last component, only ``A-Za-z0-9._-``,
   at most 64 bytes) tells a person which file it is. Keys may hold any character and be 1,024
@@ -23,8 +24,8 @@ Invariants:
   holds that data or newer); copies of earlier mounts are left for the user.
 - Both files are written under a temporary name ``.NAME.tmp`` (``flock``-ed while written),
   synced and renamed: a copy is whole or absent, never half written. A failed copy removes
-  its temporary file; one a killed mount left is removed by the next mount (``for_mount``:
-  those no live process holds locked).
+  its temporary file; one a killed mount left is removed by the next mount
+  (``sweep_temporaries``: those no live process holds locked).
 - Disk work runs in worker threads. Nothing here raises but cancellation: a copy that cannot
   be written anywhere is logged as such (the data then lives only in the write buffer, which
   the mount keeps, and a stopping mount waits for: ``mount._stop``). The log never names a
@@ -42,15 +43,12 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from .journal import UploadJournal
-from .metacache import default_cache_dir
-from .options import MountOptions
 from .writebuf import FileWindow, WriteBuffer
 
 log = logging.getLogger("s3fmfs.fs")
@@ -66,26 +64,6 @@ _TEMPORARY = re.compile(r"^\..+\.tmp$")
 
 #: Writes a file's content to a descriptor (in a worker thread).
 Fill = Callable[[int], None]
-
-
-def cache_root(opts: MountOptions) -> Path:
-    """The mount's cache directory: ``cache_dir=``, else ``~/.cache/s3fmfs``."""
-    return Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
-
-
-def state_root() -> Path:
-    """``$XDG_STATE_HOME/s3fmfs``, else ``~/.local/state/s3fmfs`` (the fallback folder's
-    parent: usually not on the cache directory's filesystem)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "s3fmfs"
-
-
-def endpoint_of(opts: MountOptions) -> str:
-    """``scheme://host:port`` of the mount's endpoint (what a key's scope is named by)."""
-    secure, host, port = opts.endpoint_parts
-    return f"{'https' if secure else 'http'}://{host}:{port}"
 
 
 def safe_name(endpoint: str, bucket: str, key: str, when: datetime.datetime) -> str:
@@ -255,10 +233,6 @@ class RecoveryFolder:
         self.bucket = bucket
         self._copies: dict[str, _Copy] = {}  # key → this mount's copy of it
 
-    @classmethod
-    def for_options(cls, opts: MountOptions, bucket: str) -> RecoveryFolder:
-        return cls(cache_root(opts) / FOLDER, endpoint_of(opts), bucket, state_root() / FOLDER)
-
     @property
     def places(self) -> list[Path]:
         """Where copies go, in order of preference."""
@@ -406,37 +380,3 @@ class RecoveryFolder:
             log.warning("recovery copy %s of %r not removed: %s", copy.path, key, exc)
             return
         log.info("%r uploaded after all: recovery copy %s removed", key, copy.path)
-
-
-@dataclass
-class MountRecovery:
-    """What a mount keeps so that nothing is lost: recovery copies and the upload journal."""
-
-    folder: RecoveryFolder
-    journal: UploadJournal
-
-
-@contextlib.asynccontextmanager
-async def for_mount(opts: MountOptions, bucket: str) -> AsyncIterator[MountRecovery]:
-    """The recovery folder and the upload journal of a mount of ``bucket``, for its life (the
-    journal's lock is held until the end; a journal that cannot be kept is a warning)."""
-    journal = await UploadJournal.open(cache_root(opts), endpoint_of(opts), bucket)
-    folder = RecoveryFolder.for_options(opts, bucket)
-    for place in folder.places:
-        try:
-            removed = await trio.to_thread.run_sync(sweep_temporaries, place)
-        except OSError as exc:
-            log.warning("cannot look for unfinished recovery copies in %s: %s", place, exc)
-            continue
-        for path, size in removed:
-            log.warning(
-                "removed %s (%d bytes): an unfinished recovery copy an earlier mount left "
-                "when it was killed (its data was never a whole copy)",
-                path,
-                size,
-            )
-    try:
-        yield MountRecovery(folder, journal)
-    finally:
-        with trio.CancelScope(shield=True):
-            await journal.close()

@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 
-from .fs.options import MountOptions
+from .options import MountOptions
 
 log = logging.getLogger("s3fmfs")
 

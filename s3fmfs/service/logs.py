@@ -4,8 +4,7 @@ Invariants:
 - Foreground: one stream handler on stderr, lines ``s3fmfs: LEVEL logger: message``.
 - Daemon: ``log_file=`` when given; else syslog through ``/dev/log`` (facility daemon, ident
   ``s3fmfs[PID]``) when that socket exists and accepts a connection; else the file
-  ``s3fmfs.log`` in ``cache_dir=``, or in ``$XDG_CACHE_HOME/s3fmfs`` (``~/.cache/s3fmfs``),
-  created mode 0700.
+  ``s3fmfs.log`` in the cache directory (``config.paths.cache_dir``), created mode 0700.
 - Request lines come from ``s3fmfs.client`` at DEBUG (method, ``/bucket/key``, status,
   duration; never a query string, a header or a secret). httpx and httpcore stay at WARNING
   at every level: their lines show full URLs.
@@ -19,6 +18,8 @@ import os
 import socket
 from pathlib import Path
 
+from ..config import paths
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -30,12 +31,9 @@ FILE_FORMAT = "%(asctime)s s3fmfs[%(process)d]: %(levelname)s %(name)s: %(messag
 SYSLOG_SOCKET = "/dev/log"
 
 
-def default_log_dir(cache_dir: str | None) -> Path:
-    """The directory of the fallback log file."""
-    if cache_dir:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "s3fmfs"
+def fallback_log_file(cache_dir: str | None) -> Path:
+    """The daemon's log file when there is neither ``log_file=`` nor syslog."""
+    return paths.cache_dir(cache_dir) / paths.LOG_FILE
 
 
 def _syslog_handler() -> logging.Handler | None:
@@ -86,7 +84,7 @@ def setup_logging(
         handler = _syslog_handler()
         where = "syslog"
         if handler is None:
-            path = default_log_dir(cache_dir) / "s3fmfs.log"
+            path = fallback_log_file(cache_dir)
             handler = _file_handler(path)
             where = str(path)
     root.addHandler(handler)

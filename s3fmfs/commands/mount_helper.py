@@ -14,12 +14,12 @@ Invariants:
   nothing is started, exit 0), ``-n`` (no mtab) is meaningless here, ``-v`` prints the command
   on stderr, ``-s`` (sloppy) drops options s3fmfs does not know instead of failing, and ``-t``
   (the type, ``s3fmfs`` or ``fuse.s3fmfs``) is only checked.
-- Options only mount(8) or systemd care about (``_netdev``, ``nofail``, ``auto``/``noauto``,
-  ``user``/``users``/``nouser``/``owner``/``group``, ``defaults``, ``rw``, ``x-*``,
-  ``comment=``) are removed before s3fmfs sees them; all others are passed on unchanged and in
-  order (s3fmfs validates them).
+- Options only fstab, mount(8) or systemd care about (the option table's ``FSTAB_ONLY``:
+  ``_netdev``, ``nofail``, ``noauto``, ``user``, ``defaults``, ``nosuid``..., ``x-*``,
+  ``comment=``), and ``rw`` (libmount adds it; it is s3fmfs's default) are removed before
+  s3fmfs sees them; all others are passed on unchanged and in order (s3fmfs validates them).
 - s3fmfs is the console script next to this helper's interpreter (the same installation), else
-  ``python -m s3fmfs.cli`` with the same interpreter: never whatever ``s3fmfs`` is on PATH.
+  ``python -m s3fmfs.commands.cli`` with the same interpreter: never whatever ``s3fmfs`` is on PATH.
 - A malformed command line is one line on stderr and exit status 1 (mount(8)'s "incorrect
   invocation"), never a traceback.
 """
@@ -31,15 +31,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.options import OPTIONS
+from ..config.table import is_fstab_only
+
 PROG = "mount.s3fmfs"
 TYPES = frozenset({"s3fmfs", "fuse.s3fmfs"})
 
-#: Options that mean something to mount(8), fstab or systemd only, never to the filesystem.
-MOUNT_ONLY = frozenset(
-    {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner", "group"}
-    | {"defaults", "rw"}
-)
-MOUNT_ONLY_PREFIXES = ("x-", "comment=")
+#: Dropped besides the fstab-only options: mount(8) passes ``rw`` unless the entry says ``ro``.
+DROPPED = frozenset({"rw"})
 
 USAGE = f"usage: {PROG} BUCKET[:/PREFIX] MOUNTPOINT [-sfnv] [-o OPTIONS] [-t TYPE]"
 
@@ -108,16 +107,12 @@ def parse_args(argv: list[str]) -> HelperArgs:
 
 def is_mount_only(option: str) -> bool:
     """Whether ``option`` (``name`` or ``name=value``) is for mount(8)/systemd, not s3fmfs."""
-    name = option.partition("=")[0]
-    return name in MOUNT_ONLY or option.startswith(MOUNT_ONLY_PREFIXES)
+    return is_fstab_only(option) or option.partition("=")[0] in DROPPED
 
 
 def known_to_s3fmfs(option: str) -> bool:
     """Whether s3fmfs's option parser knows the option's name (for sloppy mounts)."""
-    from .fs import options  # the parser's own lists: never out of date
-
-    name = option.partition("=")[0]
-    return name in options.OPTIONS or name in getattr(options, "IGNORED", ())
+    return option.partition("=")[0] in OPTIONS
 
 
 def filesystem_options(groups: list[str], *, sloppy: bool = False) -> str:
@@ -139,7 +134,7 @@ def s3fmfs_command() -> list[str]:
     script = Path(sys.executable).parent / "s3fmfs"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "s3fmfs.cli"]
+    return [sys.executable, "-m", "s3fmfs.commands.cli"]
 
 
 def build_command(args: HelperArgs) -> list[str]:

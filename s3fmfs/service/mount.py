@@ -16,7 +16,7 @@ Invariants:
   Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
 - Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
   stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path,
-  its data kept in a recovery copy: ``fs/recovery.py``).
+  its data kept in a recovery copy: ``fs/recovery.py``, opened by ``service/keep.py``).
 - The process never exits while data is only in its buffers (neither in the bucket nor in a
   recovery copy): ``_stop`` unmounts, then retries the upload and the copies until one
   succeeds, logging what it holds every ``hold_report`` seconds; only SIGKILL ends it. Its
@@ -29,7 +29,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -42,27 +41,16 @@ from typing import Protocol
 import pyfuse3
 import trio
 
-from . import tls
-from .client import (
-    AccessDenied,
-    CallingFormat,
-    InvalidAccessKeyId,
-    NoSuchBucket,
-    RetryPolicy,
-    S3ConnectError,
-    S3fmAuthConnection,
-    S3fmError,
-    S3ResponseError,
-    S3TimeoutError,
-    S3TransportError,
-    SignatureDoesNotMatch,
-)
-from .fs import metacache, recovery
-from .fs.adapter import S3fmOperations
-from .fs.core import FsCore
-from .fs.inodes import Node
-from .fs.options import MountOptions
-from .fs.s3store import S3Store
+from ..client import RetryPolicy, S3fmAuthConnection, S3fmError
+from ..config import tls
+from ..config.options import MountOptions
+from ..fs.adapter import S3fmOperations
+from ..fs.core import FsCore
+from ..fs.inodes import Node
+from ..fs.s3store import S3Store
+from . import sdnotify
+from .connection import connection_for, describe_failure, mount_retry
+from .keep import metacache_for_mount, recovery_for_mount
 
 log = logging.getLogger("s3fmfs")
 
@@ -126,70 +114,6 @@ class MountFailure(Exception):
         self.status = status
 
 
-def sd_notify(state: str) -> bool:
-    """Tell systemd ``state`` through ``s3fmfs.sdnotify`` when it exists; False otherwise."""
-    try:
-        module = importlib.import_module("s3fmfs.sdnotify")
-    except ImportError:
-        return False
-    notify = getattr(module, "notify", None)
-    if notify is None:
-        return False
-    try:
-        return bool(notify(state))
-    except OSError as exc:
-        log.warning("sd_notify %s: %s", state, exc)
-        return False
-
-
-#: Attempts of one request of a mount: in effect unbounded, ``timeout=`` decides.
-MOUNT_MAX_ATTEMPTS = 10_000
-
-
-def client_timeouts(opts: MountOptions) -> dict[str, object]:
-    """The client's waits for ``read_timeout=`` and ``connect_timeout=``, and its retry
-    budget for ``timeout=`` (the client's default number of attempts: a command fails fast
-    on a refused connection; the mount's own policy is ``mount_retry``)."""
-    return {
-        "timeout": opts.read_timeout,
-        "connect_timeout": opts.connect_timeout,
-        "retry": RetryPolicy(total_timeout=opts.timeout),
-    }
-
-
-def mount_retry(opts: MountOptions) -> RetryPolicy:
-    """A mount retries a request until ``timeout`` seconds have passed, however many attempts
-    that takes: a server away for less than that costs a wait, not an error."""
-    return RetryPolicy(max_attempts=MOUNT_MAX_ATTEMPTS, total_timeout=opts.timeout)
-
-
-def connection_for(
-    opts: MountOptions,
-    access_key_id: str,
-    secret_access_key: str,
-    session_token: str | None = None,
-    **kwargs: object,
-) -> S3fmAuthConnection:
-    """The signed client for the endpoint, addressing style and signature of ``opts``
-    (``kwargs`` override its timeouts and other client options)."""
-    kwargs = {**client_timeouts(opts), **kwargs}
-    kwargs.setdefault("verify", tls.verify_setting(opts))  # ca_bundle=, no_check_certificate
-    secure, host, port = opts.endpoint_parts
-    calling = CallingFormat.PATH if opts.use_path_style else CallingFormat.SUBDOMAIN
-    return S3fmAuthConnection(
-        access_key_id,
-        secret_access_key,
-        secure,
-        host,
-        port,
-        calling,
-        signature=opts.signature,
-        region=opts.region,
-        session_token=session_token,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 def build_connection(config: MountConfig, **kwargs: object) -> S3fmAuthConnection:
     """The signed client for the mount's endpoint, addressing style and signature."""
     return connection_for(
@@ -199,31 +123,6 @@ def build_connection(config: MountConfig, **kwargs: object) -> S3fmAuthConnectio
         config.session_token,
         **{"retry": mount_retry(config.options), **kwargs},
     )
-
-
-def describe_failure(exc: BaseException, bucket: str, endpoint: str, access_key_id: str) -> str:
-    """One line saying why the bucket cannot be used (never the secret)."""
-    refused = tls.describe_tls_failure(exc, endpoint)
-    if refused:
-        return refused
-    if isinstance(exc, SignatureDoesNotMatch):
-        return (
-            f"wrong secret for access key {access_key_id!r} at {endpoint} "
-            "(SignatureDoesNotMatch): check the credentials"
-        )
-    if isinstance(exc, InvalidAccessKeyId):
-        return f"unknown access key {access_key_id!r} at {endpoint} (InvalidAccessKeyId)"
-    if isinstance(exc, NoSuchBucket):
-        return f"no such bucket {bucket!r} at {endpoint}"
-    if isinstance(exc, AccessDenied):
-        return f"access denied to bucket {bucket!r} at {endpoint} for key {access_key_id!r}"
-    if isinstance(exc, S3ConnectError | S3TimeoutError | S3TransportError):
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"cannot reach endpoint {endpoint}: {detail}"
-    if isinstance(exc, S3ResponseError):
-        return f"bucket {bucket!r} at {endpoint}: {exc.code} ({exc.status}): {exc.message}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"bucket {bucket!r} at {endpoint}: {type(exc).__name__}: {text}"
 
 
 async def check_bucket(config: MountConfig) -> None:
@@ -288,7 +187,7 @@ async def _announce_when_live(config: MountConfig, reporter: Reporter) -> None:
     )
     await trio.to_thread.run_sync(raise_read_ahead, config.mountpoint)
     reporter.ready()
-    sd_notify("READY=1")
+    sdnotify.notify("READY=1")
 
 
 def raise_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> None:
@@ -324,8 +223,8 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         return exc.status
     async with (
         build_connection(config) as conn,
-        metacache.for_mount(config.options, config.bucket) as meta,
-        recovery.for_mount(config.options, config.bucket) as kept,
+        metacache_for_mount(config.options, config.bucket) as meta,
+        recovery_for_mount(config.options, config.bucket) as kept,
     ):
         store = S3Store(conn, config.bucket, journal=kept.journal)
         core = FsCore(
@@ -468,7 +367,7 @@ def _final_line(mountpoint: str, saved: Saved) -> None:
 async def _stop(core: FsCore, config: MountConfig) -> int:
     """Upload every unsaved file, then unmount; the number of files not uploaded. A file that
     can be neither uploaded nor copied keeps the process alive (unmounted, retrying)."""
-    sd_notify("STOPPING=1")
+    sdnotify.notify("STOPPING=1")
     with trio.CancelScope(shield=True):
         nodes = core.unsaved()
         paths = {node.ino: node.path for node in nodes}

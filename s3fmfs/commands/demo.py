@@ -1,14 +1,13 @@
 """``s3fmfs demo [MOUNTPOINT]``: a sample bucket on a local S3 server, mounted in the foreground.
 
 Invariants:
-- The S3 server is moto's (``python -m moto.server``), a child process in its own session bound
-  to 127.0.0.1 on a free port, its output in a temporary log file (never a pipe). Being in its
-  own session, a Ctrl-C in the terminal does not reach it: it outlives the mount, so unsaved
-  files are uploaded before it is stopped (SIGTERM, then SIGKILL), whatever happens. If the
-  demo itself is killed, the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``).
+- The S3 server is moto's, started by :mod:`s3fmfs.commands.demo_server` (the tests' launcher
+  too): a child in its own session on a free loopback port, its log in a temporary directory.
+  A Ctrl-C in the terminal does not reach it: it outlives the mount, so unsaved files are
+  uploaded before it is stopped (SIGTERM, then SIGKILL), whatever happens.
 - The mountpoint (default ``./mnt``) is created when missing and removed again at the end; an
   existing one must be an empty directory. Usage problems are one line on stderr and exit 2.
-- The mount is :func:`s3fmfs.mount.serve`, the ``s3fmfs`` command's own lifecycle, in this
+- The mount is :func:`s3fmfs.service.mount.serve`, the ``s3fmfs`` command's own lifecycle, in this
   process. SIGINT/SIGTERM at any moment once :func:`main` runs stop everything cleanly: exit 0
   (1 if a file could not be uploaded before unmounting, or the server or the mount could not
   start), no traceback.
@@ -18,36 +17,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import importlib.util
 import logging
 import os
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-import httpx
 import trio
 
-from .client import CallingFormat, S3fmAuthConnection, S3Object
-from .fs.attrs import DIRECTORY_CONTENT_TYPE
-from .fs.options import MountOptions
-from .mount import MountConfig, serve
+from ..client import CallingFormat, S3fmAuthConnection, S3Object
+from ..config.options import MountOptions
+from ..fs.attrs import DIRECTORY_CONTENT_TYPE
+from ..service.mount import MountConfig, serve
+from .demo_server import LOOPBACK as HOST
+from .demo_server import ServerStartError, moto, moto_available
 
-HOST = "127.0.0.1"
 BUCKET = "demo"
 ACCESS_KEY_ID = "demo"
 SECRET_ACCESS_KEY = "demo-secret"
@@ -55,116 +50,13 @@ REGION = "us-east-1"
 DEFAULT_MOUNTPOINT = "mnt"
 NEEDS_MOTO = "the demo needs moto: run make demo (or pip install 's3fmfs[demo]')"
 
-STARTUP_TIMEOUT = 60.0
-STOP_GRACE = 5.0
-START_ATTEMPTS = 3
 
 log = logging.getLogger("s3fmfs.demo")
-
-
-class DemoError(Exception):
-    """A failure to report as one line (exit 1)."""
 
 
 def _usage_error(message: str) -> NoReturn:
     print(f"s3fmfs demo: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-# -- the S3 server ------------------------------------------------------------------------------
-
-
-def moto_available() -> bool:
-    """moto and its server extra (flask) are importable by this interpreter."""
-    return all(importlib.util.find_spec(name) is not None for name in ("moto", "flask"))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(url: str) -> bool:
-    try:
-        httpx.get(url, timeout=1.0, trust_env=False)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the server before exec: get SIGTERM if the demo dies without stopping it."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server's process group: SIGTERM, then SIGKILL; always reap it."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
-@contextlib.contextmanager
-def moto_server(workdir: Path) -> Iterator[str]:
-    """moto's S3 server on a free loopback port for the block; yields its endpoint URL.
-
-    The port is picked before the start, so a start that loses it to another process is
-    retried on a new one.
-    """
-    log_path = workdir / "moto.log"
-    for attempt in range(START_ATTEMPTS):
-        port = _free_port()
-        endpoint = f"http://{HOST}:{port}"
-        argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not _answers(f"{endpoint}/moto-api/"):
-                if proc.poll() is not None:
-                    break
-                if time.monotonic() > deadline:
-                    raise DemoError(
-                        f"the S3 server did not answer in {STARTUP_TIMEOUT:.0f}s:\n"
-                        + _tail(log_path)
-                    )
-                time.sleep(0.1)
-            else:
-                yield endpoint
-                return
-        finally:
-            _stop(proc)
-        if "Address already in use" not in _tail(log_path) or attempt == START_ATTEMPTS - 1:
-            raise DemoError(
-                f"the S3 server exited with status {proc.returncode}:\n{_tail(log_path)}"
-            )
 
 
 # -- the sample bucket --------------------------------------------------------------------------
@@ -454,14 +346,15 @@ def main(argv: list[str]) -> int:
         logging.getLogger("httpcore").setLevel(logging.WARNING)
         with tempfile.TemporaryDirectory(prefix="s3fmfs-demo-") as workdir:
             print("starting the S3 server…", flush=True)
-            with moto_server(Path(workdir)) as endpoint:
+            with moto(Path(workdir) / "moto.log") as port:
+                endpoint = f"http://{HOST}:{port}"
                 log.info("S3 server at %s", endpoint)
                 status = trio.run(demo, endpoint, mountpoint, args.mountpoint)
             log.info("S3 server stopped")
     except KeyboardInterrupt:
         pass
-    except DemoError as exc:
-        print(f"s3fmfs demo: {exc}", file=sys.stderr)
+    except ServerStartError as exc:
+        print(f"s3fmfs demo: the S3 server did not start: {exc}", file=sys.stderr)
         status = 1
     except Exception as exc:  # the bucket could not be seeded, ...: one line
         error: BaseException = exc
