@@ -10,6 +10,7 @@ fail some of them, and once through a real mount (the kernel's read-ahead of 1 M
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -38,7 +39,7 @@ from s3fmfs.fs.store import (
     StreamingStore,
     UploadedPart,
 )
-from s3fmfs.fs.uploader import part_size_for
+from s3fmfs.fs.upload import part_ranges, part_size_for
 from s3fmfs.mount import READ_AHEAD_KB
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
@@ -444,6 +445,22 @@ def test_part_sizes_fit_5_tib_in_10000_parts() -> None:
         assert sizes[0] == base and sizes == sorted(sizes) and max(sizes) <= MAX_PART_SIZE
         assert sum(sizes) >= 5 << 40
     assert part_size_for(1, 1) == 5 * MiB  # S3's minimum
+
+
+def test_a_whole_upload_is_cut_by_the_streaming_rule() -> None:
+    """One part-size rule: a file uploaded whole at close is cut as a stream of it would be."""
+    ranges = list(part_ranges(100 * MiB, 5 * MiB))
+    assert len(ranges) == 20 and all(length == 5 * MiB for _, _, length in ranges)
+    assert [n for n, _, _ in ranges] == list(range(1, 21))
+    # past 625 parts they double, as a stream's do; the pieces tile the body exactly
+    size = 700 * 5 * MiB + 3
+    ranges = list(part_ranges(size, 5 * MiB))
+    assert [length for _, _, length in ranges[:-1]] == [
+        part_size_for(n, 5 * MiB) for n, _, _ in ranges[:-1]
+    ]
+    assert ranges[625][2] == 10 * MiB
+    assert sum(length for _, _, length in ranges) == size
+    assert all(a[1] + a[2] == b[1] for a, b in itertools.pairwise(ranges))
 
 
 def test_io_options() -> None:

@@ -8,8 +8,8 @@ Layers, each importing only the ones below it::
     metacache                HEADed metadata by object version, kept across mounts (sqlite)
     recovery, journal        data of failed uploads kept under the cache directory; the
                              journal of multipart uploads a crash may leave (swept at mount)
-    readahead, uploader      read-ahead (concurrent ranged GETs, shared memory budget);
-                             multipart uploads streamed while a file is written
+    readahead, upload        read-ahead (concurrent ranged GETs, shared memory budget);
+                             the upload engine: one PUT, multipart streamed or whole
     attrs, keys, errno_map   metadata ↔ attributes, paths ↔ keys, exceptions → errno
     options                  mount options and their parsing
     store.ObjectStore        the narrow bucket interface; s3store.S3Store implements it

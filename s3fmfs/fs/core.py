@@ -96,7 +96,6 @@ from . import limits
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
     FOLDER_SUFFIX,
-    META_MTIME,
     OUR_META,
     Attr,
     Kind,
@@ -115,9 +114,9 @@ from .metacache import MetaCache
 from .readahead import ReadAhead, ReadBudget
 from .recovery import RecoveryFolder
 from .settings import FsSettings
-from .store import MultipartStore, ObjectInfo, ObjectStore, PutResult, Sink, StreamingStore
+from .store import ObjectInfo, ObjectStore, Sink, StreamingStore
 from .treelock import TreeLock
-from .uploader import StreamingUpload
+from .upload import StreamingUpload, Uploader
 from .writebuf import MemoryPool, WriteBuffer
 from .writeorder import WriteOrder
 
@@ -260,6 +259,8 @@ class FsCore:
         self.metacache = None if self.settings.nometa else metacache
         #: where the data of files that could not be uploaded is kept (without a mount: nowhere)
         self.recovery = recovery or RecoveryFolder(None)
+        #: the one way content goes up (sized by ``part_size_mb``, ``upload_concurrency``)
+        self.uploader = Uploader(store, self.settings, self.recovery)
         #: claims on subtrees: a directory rename excludes every change under its paths
         self.tree = TreeLock()
         self._dropped_seen = 0  # ``inodes.dropped`` at the last housekeeping round
@@ -1227,18 +1228,11 @@ class FsCore:
     def _begin_stream(self, node: Node) -> None:
         """The node's content is known from offset 0 (new, or truncated to zero): its parts
         may go up while it is written."""
-        if self.nursery is None or not isinstance(self.store, MultipartStore):
-            return
         if node.ino in self.streams or not node.path_attached:
             return
-        self.streams[node.ino] = StreamingUpload(
-            self.store,
-            self.keys.file_key(node.path),
-            node.path,
-            self.nursery,
-            part_size=self.settings.part_size_mb << 20,
-            concurrency=self.settings.upload_concurrency,
-        )
+        stream = self.uploader.stream(self.keys.file_key(node.path), node.path, self.nursery)
+        if stream is not None:
+            self.streams[node.ino] = stream
 
     async def _end_stream(self, node: Node) -> None:
         """Stop streaming the node (the whole buffer goes up at the next flush)."""
@@ -1280,36 +1274,14 @@ class FsCore:
             )
             await self._end_stream(node)
 
-    async def _finish_stream(self, node: Node) -> PutResult | None:
-        """Complete the node's streaming upload, if one has parts; None when the buffer must
-        go up whole instead (no stream, nothing streamed yet, or the stream failed)."""
-        stream = self.streams.get(node.ino)
-        if stream is None:
+    async def _take_stream(self, node: Node) -> StreamingUpload | None:
+        """The node's stream, to complete by the save about to run (None: the buffer goes up
+        whole; a stream that can no longer complete is aborted)."""
+        stream = self.streams.pop(node.ino, None)
+        if stream is not None and not self._stream_ok(node, stream):
+            await stream.abort()
             return None
-        if stream.upload_id is None or not self._stream_ok(node, stream):
-            await self._end_stream(node)
-            return None
-        buffer = node.buffer
-        assert buffer is not None
-        del self.streams[node.ino]
-        try:
-            result = await stream.finish(buffer.size, buffer.window)
-        except Exception as exc:
-            log.warning("streaming upload of %r failed (%s): uploading it whole", node.path, exc)
-            return None
-        attr = self._local_attr(node)
-        wanted = metadata_of(attr, node.extra_meta)
-        explicit_mtime = attr.mtime_ns < stream.created_ns  # utimens while writing
-        if (
-            explicit_mtime
-            or {k: v for k, v in wanted.items() if k != META_MTIME} != stream.metadata
-        ):
-            # changed while the parts went up (metadata is fixed at the upload's creation)
-            key = self.keys.file_key(node.path)
-            result = await self.store.copy(
-                key, key, wanted, node.content_type or _content_type(node.path)
-            )
-        return result
+        return stream
 
     # -- saving ----------------------------------------------------------------------------------
 
@@ -1325,22 +1297,18 @@ class FsCore:
             return
         attr = self._local_attr(node)
         path = node.path
-        try:
-            result = await self._finish_stream(node)
-            if result is None:
-                source = await node.buffer.upload_source()
-                result = await self.store.put(
-                    self.keys.file_key(path),
-                    source,
-                    metadata_of(attr, node.extra_meta),
-                    node.content_type or _content_type(path),
-                )
-        except Exception as exc:  # keep the data, log where (error level), then EIO
-            key = self.keys.file_key(path)
-            await self.recovery.keep(node.buffer, key, path, (node.ino, node.version), exc)
-            raise FsError(errno.EIO, f"upload of {path} failed") from exc
-        await self.recovery.uploaded(self.keys.file_key(path))  # its copy here, if any, is stale
-        await self._object_changed(self.keys.file_key(path))
+        key = self.keys.file_key(path)
+        result = await self.uploader.save(
+            key,
+            path,
+            node.buffer,
+            metadata_of(attr, node.extra_meta),
+            node.content_type or _content_type(path),
+            mtime_ns=attr.mtime_ns,
+            stamp=(node.ino, node.version),
+            stream=await self._take_stream(node),
+        )
+        await self._object_changed(key)
         if node.unlinked or node.path != path:
             # unlinked or renamed while uploading: the rename/unlink handled the keys
             return
@@ -1646,12 +1614,16 @@ class FsCore:
             if node is not None:
                 await self._end_stream(node)  # its parts went to the old key
             if node is not None and node.dirty and node.buffer is not None:
-                source = await node.buffer.upload_source()
-                result = await self.store.put(
+                local = self._local_attr(node)
+                result = await self.uploader.save(
                     new_key,
-                    source,
-                    metadata_of(self._local_attr(node), node.extra_meta),
+                    new,
+                    node.buffer,
+                    metadata_of(local, node.extra_meta),
                     node.content_type or _content_type(new),
+                    mtime_ns=local.mtime_ns,
+                    stamp=(node.ino, node.version),
+                    kept_as=(old_key, old),  # the file stays at its old name
                 )
                 if not node.pending:
                     await self.store.delete(old_key)
