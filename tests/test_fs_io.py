@@ -24,6 +24,7 @@ import trio.testing
 
 from s3fmfs.client import CallingFormat, RetryPolicy, S3fmAuthConnection, errors
 from s3fmfs.client.limits import MAX_PART_SIZE, MAX_PARTS
+from s3fmfs.fs.content import ContentState
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
@@ -760,12 +761,15 @@ async def test_sequential_write_streams_parts_before_close(
 async def test_upload_concurrency_is_bounded(core: tuple[FsCore, IOStore]) -> None:
     fs, store = core
     store.part_delay = 0.05
-    fh, _ = await create(fs, "conc.bin")
+    fh, ino = await create(fs, "conc.bin")
     stream_max = 0
     data = pattern(40 * MiB)
     for offset in range(0, len(data), MiB):
         await fs.write(fh, offset, data[offset : offset + MiB])
-        stream = next(iter(fs.streams.values()), None)
+        content = fs.inodes.get(ino).content
+        stream = content.stream
+        if stream is not None:
+            assert content.state is ContentState.STREAMING
         if stream is not None:
             stream_max = max(stream_max, stream.inflight)
     assert 2 <= stream_max <= fs.settings.upload_concurrency
@@ -789,12 +793,15 @@ async def test_random_write_falls_back_to_whole_upload(
 ) -> None:
     fs, store = core
     data = bytearray(pattern(12 * MiB, seed=2))
-    fh, _ = await create(fs, "rand.bin")
+    fh, ino = await create(fs, "rand.bin")
     await write_seq(fs, fh, bytes(data))
     assert store.count("upload_part") == 2
+    content = fs.inodes.get(ino).content
+    assert content.state is ContentState.STREAMING
     await fs.write(fh, 100, b"X" * 10)  # into a part already gone up
     data[100:110] = b"X" * 10
-    assert store.count("abort") == 1 and not fs.streams
+    assert store.count("abort") == 1 and content.stream is None
+    assert fs.inodes.get(ino).content.state is ContentState.DIRTY
     await fs.write(fh, len(data), b"tail")
     data += b"tail"
     await fs.flush(fh)
