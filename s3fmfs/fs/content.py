@@ -1,18 +1,21 @@
 """The content of one file inode: where its bytes are, and what must still go to the bucket.
 
-States (``ContentState``) and the only ways between them (each a method of ``Content``;
-anything else raises ``ContentError``)::
+States (``ContentState``) and the only ways between them, each a method of ``Content``
+(anything else raises ``ContentError`` and changes nothing)::
 
-    CLEAN ──fill──▶ BUFFERED ──write──▶ DIRTY ──stream──▶ STREAMING
-      │               ▲    ▲              │  ▲               │  │
-      └───create──────┼────┼─────▶ DIRTY  │  └──end_stream───┘  │
-                      │    │              ▼                     ▼
-                      │    └──uploaded── UPLOADING ◀──begin_upload (DIRTY, STREAMING, KEPT)
-                      │                   │
-                      │                   └──failed──▶ KEPT (copy in the recovery folder)
-                      │                                or DIRTY (no copy could be written)
-    BUFFERED, DISCARDED ──close_buffer──▶ CLEAN
-    any ──discard──▶ DISCARDED (unlinked or replaced: the buffer serves open handles only)
+    method         from                              to
+    created        CLEAN                             DIRTY (new: no object yet)
+    filled         CLEAN | DISCARDED                 BUFFERED | DISCARDED
+    written        BUFFERED, DIRTY, KEPT             DIRTY
+                   STREAMING | DISCARDED             unchanged
+    streaming      DIRTY                             STREAMING
+    end_stream     STREAMING (else: unchanged)       DIRTY; the stream, to abort
+    begin_upload   DIRTY, STREAMING, KEPT            UPLOADING; the stream, to complete
+    uploaded       UPLOADING                         BUFFERED
+    failed         UPLOADING                         KEPT (a recovery copy) or DIRTY
+    discard        any but UPLOADING                 DISCARDED
+    close_buffer   CLEAN, BUFFERED | DISCARDED       CLEAN | DISCARDED (buffer freed)
+    close          any without a stream              CLEAN | DISCARDED (buffer freed)
 
 - CLEAN: no buffer; the bucket's object is the content (reads are ranged GETs).
 - BUFFERED: a buffer holding what the bucket holds (saved, or filled for a write).
@@ -35,8 +38,9 @@ Invariants (checked by every transition):
   it holds (``stamp``).
 - ``opened_etag``: the ETag the last open saw, "" once written here (``open``'s keep_cache).
 
-Concurrency: callers hold the inode's lock for every transition that awaits or replaces the
-buffer (all but the bookkeeping of opens); reads of a buffer need no lock.
+Concurrency: transitions never await, so each is atomic on the trio thread. The fills,
+writes, truncations and uploads around them hold the inode's lock (``files``); reads of a
+buffer need no lock.
 """
 
 from __future__ import annotations
@@ -110,10 +114,6 @@ class Content:
     def dirty(self) -> bool:
         """The buffer holds changes the bucket does not have (an upload is due)."""
         return self._state in UNSAVED
-
-    @property
-    def discarded(self) -> bool:
-        return self._state is S.DISCARDED
 
     @property
     def stamp(self) -> tuple[int, int]:
