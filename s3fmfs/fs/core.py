@@ -108,9 +108,14 @@ class FsCore:
         self.settings = settings or FsSettings()
         self.pins = Pins()
         self.ns = Namespace(
-            store, self.settings, self.pins, prefix=prefix, timer=timer, clock=clock,
+            store,
+            self.settings,
+            self.pins,
+            prefix=prefix,
+            timer=timer,
+            clock=clock,
             metacache=metacache,
-        )  # fmt: skip
+        )
         #: where the data of files that could not be uploaded is kept (without a mount: nowhere)
         self.recovery = recovery or RecoveryFolder(None)
         #: the one way content goes up (sized by ``part_size_mb``, ``upload_concurrency``)
