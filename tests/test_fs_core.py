@@ -687,8 +687,9 @@ async def test_flush_all_saves_dirty_files(env: Env) -> None:
 
 
 async def test_big_files_go_up_in_parts(env: Env) -> None:
-    store = S3Store(env.conn, env.bucket, multipart_threshold=6 << 20, part_size=5 << 20)
-    core = FsCore(store, FsSettings(), timer=env.timer)
+    store = S3Store(env.conn, env.bucket)
+    core = FsCore(store, FsSettings(part_size_mb=5), timer=env.timer)
+    core.uploader.multipart_threshold = 6 << 20  # (64 MiB: a long test)
     data = os.urandom(12 << 20)
     fh, _, _ = await core.create(ROOT_INODE, b"big", 0o644, os.O_WRONLY, 0, 0)
     for offset in range(0, len(data), 1 << 20):
@@ -700,6 +701,24 @@ async def test_big_files_go_up_in_parts(env: Env) -> None:
     assert info.etag.strip('"').endswith("-3")  # three parts: 5 + 5 + 2 MiB
     assert info.metadata is not None and info.metadata["mode"] == str(stat.S_IFREG | 0o644)
     assert await env.body("big") == data
+    assert await env.conn.list_multipart_uploads(env.bucket) == []
+
+
+async def test_a_file_uploaded_whole_is_cut_by_the_mounts_part_size(env: Env) -> None:
+    """The part size is the mount's (``part_size_mb``), also for a file uploaded whole at close
+    (written tail first: not streamed). It used to be 16 MiB whatever the mount said."""
+    store = S3Store(env.conn, env.bucket)
+    core = FsCore(store, FsSettings(part_size_mb=5), timer=env.timer)
+    chunk = 1 << 20
+    data = os.urandom(chunk) * 100  # 100 MiB
+    fh, _, _ = await core.create(ROOT_INODE, b"tail-first", 0o644, os.O_WRONLY, 0, 0)
+    for offset in reversed(range(0, len(data), chunk)):
+        await core.write(fh, offset, data[offset : offset + chunk])
+    await core.flush(fh)
+    await core.release(fh)
+    info = await env.raw.head("tail-first")
+    assert info is not None and info.size == len(data)
+    assert info.etag.strip('"').endswith("-20")  # 20 parts of 5 MiB
     assert await env.conn.list_multipart_uploads(env.bucket) == []
 
 

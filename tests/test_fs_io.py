@@ -10,6 +10,7 @@ fail some of them, and once through a real mount (the kernel's read-ahead of 1 M
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,6 +25,7 @@ import trio.testing
 from s3fmfs.client import CallingFormat, RetryPolicy, S3fmAuthConnection, errors
 from s3fmfs.client.limits import MAX_PART_SIZE, MAX_PARTS
 from s3fmfs.config.options import MountOptions, parse_options
+from s3fmfs.fs.content import ContentState
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
@@ -38,7 +40,7 @@ from s3fmfs.fs.store import (
     StreamingStore,
     UploadedPart,
 )
-from s3fmfs.fs.uploader import part_size_for
+from s3fmfs.fs.upload import part_ranges, part_size_for
 from s3fmfs.service.mount import READ_AHEAD_KB
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
@@ -446,6 +448,22 @@ def test_part_sizes_fit_5_tib_in_10000_parts() -> None:
     assert part_size_for(1, 1) == 5 * MiB  # S3's minimum
 
 
+def test_a_whole_upload_is_cut_by_the_streaming_rule() -> None:
+    """One part-size rule: a file uploaded whole at close is cut as a stream of it would be."""
+    ranges = list(part_ranges(100 * MiB, 5 * MiB))
+    assert len(ranges) == 20 and all(length == 5 * MiB for _, _, length in ranges)
+    assert [n for n, _, _ in ranges] == list(range(1, 21))
+    # past 625 parts they double, as a stream's do; the pieces tile the body exactly
+    size = 700 * 5 * MiB + 3
+    ranges = list(part_ranges(size, 5 * MiB))
+    assert [length for _, _, length in ranges[:-1]] == [
+        part_size_for(n, 5 * MiB) for n, _, _ in ranges[:-1]
+    ]
+    assert ranges[625][2] == 10 * MiB
+    assert sum(length for _, _, length in ranges) == size
+    assert all(a[1] + a[2] == b[1] for a, b in itertools.pairwise(ranges))
+
+
 def test_io_options() -> None:
     opts = parse_options(["readahead_mb=24,part_size_mb=32,upload_concurrency=8"])
     assert (opts.readahead_mb, opts.part_size_mb, opts.upload_concurrency) == (24, 32, 8)
@@ -743,12 +761,15 @@ async def test_sequential_write_streams_parts_before_close(
 async def test_upload_concurrency_is_bounded(core: tuple[FsCore, IOStore]) -> None:
     fs, store = core
     store.part_delay = 0.05
-    fh, _ = await create(fs, "conc.bin")
+    fh, ino = await create(fs, "conc.bin")
     stream_max = 0
     data = pattern(40 * MiB)
     for offset in range(0, len(data), MiB):
         await fs.write(fh, offset, data[offset : offset + MiB])
-        stream = next(iter(fs.streams.values()), None)
+        content = fs.inodes.get(ino).content
+        stream = content.stream
+        if stream is not None:
+            assert content.state is ContentState.STREAMING
         if stream is not None:
             stream_max = max(stream_max, stream.inflight)
     assert 2 <= stream_max <= fs.settings.upload_concurrency
@@ -772,12 +793,15 @@ async def test_random_write_falls_back_to_whole_upload(
 ) -> None:
     fs, store = core
     data = bytearray(pattern(12 * MiB, seed=2))
-    fh, _ = await create(fs, "rand.bin")
+    fh, ino = await create(fs, "rand.bin")
     await write_seq(fs, fh, bytes(data))
     assert store.count("upload_part") == 2
+    content = fs.inodes.get(ino).content
+    assert content.state is ContentState.STREAMING
     await fs.write(fh, 100, b"X" * 10)  # into a part already gone up
     data[100:110] = b"X" * 10
-    assert store.count("abort") == 1 and not fs.streams
+    assert store.count("abort") == 1 and content.stream is None
+    assert fs.inodes.get(ino).content.state is ContentState.DIRTY
     await fs.write(fh, len(data), b"tail")
     data += b"tail"
     await fs.flush(fh)

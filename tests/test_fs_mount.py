@@ -328,6 +328,24 @@ def test_python_random_seek_write(s3: Any, bucket: str, mnt: Path):
     assert sha(get(s3, bucket, "random.bin")) == sha(bytes(model))
 
 
+def test_a_file_uploaded_whole_goes_up_in_the_mounts_parts(
+    moto: S3Server, s3: Any, bucket: str, tmp_path: Path
+):
+    """``part_size_mb`` cuts a file uploaded whole at close too (written tail first, it is not
+    streamed): 100 MiB in 5 MiB parts is 20 parts, the ETag's suffix (it was 16 MiB parts)."""
+    chunk = os.urandom(MiB)
+    with (
+        mounted(moto, bucket, tmp_path=tmp_path, options=["part_size_mb=5"]) as mnt,
+        open(mnt / "tail-first.bin", "wb") as f,
+    ):
+        for index in reversed(range(100)):
+            f.seek(index * MiB)
+            f.write(chunk)
+    head = s3.head_object(Bucket=bucket, Key="tail-first.bin")
+    assert head["ContentLength"] == 100 * MiB
+    assert head["ETag"].strip('"').endswith("-20"), head["ETag"]
+
+
 def test_git_in_the_mount(mnt: Path):
     repo = mnt / "repo"
     repo.mkdir()

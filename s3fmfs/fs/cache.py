@@ -192,10 +192,6 @@ class MetadataCache:
             for p in doomed:
                 cache.pop(p, None)
 
-    def forget_listing(self, path: str) -> None:
-        """Drop the listing of directory ``path`` (its content changed in ways not tracked)."""
-        self.dirs.pop(path, None)
-
     def clear(self) -> None:
         """Forget everything."""
         self.attrs.clear()

@@ -9,8 +9,12 @@ Invariants:
 - ``nlookup`` counts the kernel's references (lookup, create, mkdir, symlink, and readdirplus
   entries it accepted) and only ``forget`` lowers it. A node is dropped from the table once
   it has no lookups, no open handle and no unsaved data (``droppable``); the root never is.
-- ``local`` holds the nodes whose truth is here rather than in the bucket: created and not
-  uploaded yet, or holding unsaved writes. Listings merge them in.
+- A node is identity and counts; a file's bytes and upload state are its ``Content``
+  (``content``: made on first use). ``unsaved`` holds the inodes whose content is unsaved
+  (created and not uploaded yet, or holding unsaved writes): their truth is here rather than
+  in the bucket, and listings merge them in. Only ``Content``'s transitions change it; a node
+  leaving the namespace (``detach``) discards its content first, so an unsaved node is always
+  attached.
 - Memory: ``dropped`` counts the nodes dropped (the core's housekeeping gives memory back
   after many), and ``compact`` remakes the two maps once they shrank to a quarter of their
   peak (a dict never shrinks its table).
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .attrs import Attr, Kind
+from .content import Content
 from .errno_map import FsError
 from .keys import is_under, parent_of
 from .writebuf import WriteBuffer
@@ -36,10 +41,11 @@ ROOT_INODE = 1
 
 @dataclass(eq=False)
 class Node:
-    """One inode. ``attr`` is the last known attributes; authoritative while ``local``.
+    """One inode: identity and counts. ``attr`` is the last known attributes; authoritative
+    while its content is unsaved (or it is unlinked).
 
-    Concurrency: ``lock`` serialises everything that touches ``buffer`` or uploads (writes,
-    truncation, filling, upload); reads of a filled buffer need no lock.
+    Concurrency: ``lock`` serialises everything that touches the content's buffer or uploads
+    (writes, truncation, filling, upload); reads of a filled buffer need no lock.
     """
 
     ino: int
@@ -49,15 +55,11 @@ class Node:
     nlookup: int = 0
     open_count: int = 0
     path_attached: bool = True
-    buffer: WriteBuffer | None = None
-    dirty: bool = False
-    pending: bool = False  # created here; no object in the bucket yet
-    version: int = 0  # bumped on every local change of content (invalidates read-ahead)
-    content_type: str = ""  # of the object, kept by uploads
-    extra_meta: dict[str, str] = field(default_factory=dict)  # others' user metadata, kept
     link_target: tuple[str, bytes] | None = None  # (ETag, target) of a symlink
-    open_etag: str = ""  # ETag seen by the last open, "" once written here (keep_cache)
+    #: the mount's index of unsaved inodes, handed to the content (``InodeTable.unsaved``)
+    index: set[int] | None = field(default=None, repr=False)
     _lock: trio.Lock | None = field(default=None, repr=False)
+    _content: Content | None = field(default=None, repr=False)
 
     @property
     def lock(self) -> trio.Lock:
@@ -66,6 +68,31 @@ class Node:
         if self._lock is None:
             self._lock = trio.Lock()
         return self._lock
+
+    @property
+    def content(self) -> Content:
+        """The file's content (made on first use, like the lock: most nodes never need it)."""
+        if self._content is None:
+            self._content = Content(self.ino, self.index)
+        return self._content
+
+    @property
+    def has_content(self) -> bool:
+        return self._content is not None
+
+    # read-only views of the content, for the lifecycle (``mount``) and tests
+    @property
+    def dirty(self) -> bool:
+        """Holds data the bucket does not have."""
+        return self._content is not None and self._content.dirty
+
+    @property
+    def buffer(self) -> WriteBuffer | None:
+        return None if self._content is None else self._content.buffer
+
+    @property
+    def version(self) -> int:
+        return 0 if self._content is None else self._content.version
 
     @property
     def unlinked(self) -> bool:
@@ -89,7 +116,7 @@ class InodeTable:
         root = Node(ROOT_INODE, "", Kind.DIR, attr=root_attr, nlookup=1)
         self.by_ino: dict[int, Node] = {ROOT_INODE: root}
         self.by_path: dict[str, Node] = {"": root}
-        self.local: dict[int, Node] = {}
+        self.unsaved: set[int] = set()  # inodes whose content is unsaved (``Content``)
         self._next = ROOT_INODE + 1
         self.dropped = 0  # nodes dropped so far
         self._peak = 1  # the most nodes held since the maps were made
@@ -125,7 +152,7 @@ class InodeTable:
             if node.kind is kind:
                 return node
             self.detach(node)
-        node = Node(self._next, path, kind)
+        node = Node(self._next, path, kind, index=self.unsaved)
         self._next += 1
         self.by_ino[node.ino] = node
         self.by_path[path] = node
@@ -154,23 +181,21 @@ class InodeTable:
             return
         if self.by_ino.pop(node.ino, None) is not None:
             self.dropped += 1
-        self.local.pop(node.ino, None)
         if node.path_attached and self.by_path.get(node.path) is node:
             del self.by_path[node.path]
         node.path_attached = False
-        if node.buffer is not None:
-            node.buffer.close()
-            node.buffer = None
+        if node.has_content:
+            node.content.close()
 
     def detach(self, node: Node) -> None:
         """Take ``node`` out of the namespace (unlink, replaced by rename, type changed)."""
         if node.ino == ROOT_INODE:
             return
+        if node.has_content:
+            node.content.discard()  # (unsaved content is never uploaded once detached)
         if node.path_attached and self.by_path.get(node.path) is node:
             del self.by_path[node.path]
         node.path_attached = False
-        node.pending = False
-        self.local.pop(node.ino, None)
         self.maybe_drop(node)
 
     def move(self, old: str, new: str) -> None:
@@ -182,22 +207,20 @@ class InodeTable:
             node.path = new + p[len(old) :]
             self.by_path[node.path] = node
 
-    def set_local(self, node: Node, local: bool) -> None:
-        """Mark whether ``node``'s truth is here (pending or unsaved) rather than the bucket."""
-        if local and node.path_attached:
-            self.local[node.ino] = node
-        else:
-            self.local.pop(node.ino, None)
+    def is_unsaved(self, node: Node) -> bool:
+        """Whether ``node``'s truth is here (new or unsaved content) rather than the bucket."""
+        return node.ino in self.unsaved
 
-    def local_children(self, directory: str) -> list[Node]:
-        """Local nodes directly inside ``directory``."""
-        return [
-            n for n in self.local.values() if n.path_attached and parent_of(n.path) == directory
-        ]
+    def _unsaved_nodes(self) -> list[Node]:
+        return [n for n in map(self.by_ino.get, self.unsaved) if n is not None]
 
-    def local_under(self, directory: str) -> list[Node]:
-        """Local nodes at any depth inside ``directory``."""
-        return [n for n in self.local.values() if n.path_attached and is_under(n.path, directory)]
+    def unsaved_children(self, directory: str) -> list[Node]:
+        """Nodes of unsaved content directly inside ``directory``."""
+        return [n for n in self._unsaved_nodes() if parent_of(n.path) == directory]
+
+    def unsaved_under(self, directory: str) -> list[Node]:
+        """Nodes of unsaved content at any depth inside ``directory``."""
+        return [n for n in self._unsaved_nodes() if is_under(n.path, directory)]
 
     def all_nodes(self) -> list[Node]:
         return list(self.by_ino.values())

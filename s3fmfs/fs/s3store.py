@@ -3,10 +3,8 @@
 Invariants:
 - This is the only module of ``s3fmfs.fs`` that calls the client; it adds no retries of its
   own (the client's policy covers every idempotent request).
-- Files above ``multipart_threshold`` are uploaded as a multipart upload, aborted on failure,
-  ``upload_concurrency`` parts at a time (each read from its own window of the file: no shared
-  position). The part size grows so that the file fits in 10,000 parts.
-- It is also a ``MultipartStore``: the core streams the parts of a file being written.
+- It offers primitives only: one PUT of a body, and the multipart steps (a ``MultipartStore``);
+  when and how a file is cut into parts is the upload engine's (``upload``) decision.
   Every multipart upload goes through the ``UploadJournal`` (created, then finished when
   completed or aborted), so that the next mount can abort what a crash left; and it is a
   ``PendingUploads`` (listing and aborting incomplete uploads, for that sweep).
@@ -21,9 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import IO, Any
+from typing import Any
 
 import trio
 
@@ -36,7 +33,6 @@ from ..client import (
     S3fmAuthConnection,
     S3Object,
 )
-from ..client.limits import MAX_PARTS
 from .attrs import parse_s3_time
 from .journal import UploadJournal
 from .store import (
@@ -52,18 +48,6 @@ from .store import (
 from .writebuf import FileWindow
 
 log = logging.getLogger("s3fmfs.fs")
-
-#: Files above this go up in parts (a single PUT stops at 5 GiB, and a failed part is
-#: cheaper to retry than a whole file).
-MULTIPART_THRESHOLD = 64 << 20
-PART_SIZE = 16 << 20
-UPLOAD_CONCURRENCY = 4
-
-
-def _remaining(body: IO[bytes]) -> int:
-    """Bytes from the file's position to its end."""
-    here = body.tell()
-    return os.fstat(body.fileno()).st_size - here
 
 
 def _page(page: ListPage) -> ListingPage:
@@ -106,22 +90,12 @@ class S3Store:
         bucket: str,
         *,
         page_size: int = 1000,
-        multipart_threshold: int = MULTIPART_THRESHOLD,
-        part_size: int = PART_SIZE,
-        upload_concurrency: int = UPLOAD_CONCURRENCY,
         journal: UploadJournal | None = None,
     ) -> None:
         self.conn = conn
         self.journal = journal or UploadJournal(None)  # default: not journaling
         self.bucket = bucket
         self.page_size = page_size
-        self.multipart_threshold = multipart_threshold
-        self.part_size = part_size
-        self.upload_concurrency = max(1, upload_concurrency)
-
-    async def check_bucket(self) -> None:
-        """Raise (NoSuchBucket, AccessDenied, a transport error) unless the bucket answers."""
-        await self.conn.check_bucket_exists(self.bucket)
 
     async def list_page(
         self, prefix: str, delimiter: str | None = None, max_keys: int = 1000
@@ -191,61 +165,12 @@ class S3Store:
         length: int | None = None
         if isinstance(body, FileWindow):  # exactly its length, whatever the file holds past it
             length = body.length - body.tell()
-            if length > self.multipart_threshold:
-                fd, start = body.fd, body.start + body.tell()
-                return await self._put_multipart(key, fd, start, length, metadata, headers)
-        elif not isinstance(body, bytes):
-            size = await trio.to_thread.run_sync(_remaining, body)
-            if size > self.multipart_threshold:
-                start = await trio.to_thread.run_sync(body.tell)
-                return await self._put_multipart(key, body.fileno(), start, size, metadata, headers)
         resp = await self.conn.put(
             self.bucket, key, S3Object(body, dict(metadata)), headers, content_length=length
         )
         return PutResult(etag=resp.etag)
 
-    async def _put_multipart(
-        self,
-        key: str,
-        fd: int,
-        start: int,
-        size: int,
-        metadata: Mapping[str, str],
-        headers: Mapping[str, str] | None,
-    ) -> PutResult:
-        """Upload ``size`` bytes of file ``fd`` from ``start`` in parts, ``upload_concurrency``
-        at a time, each from its own window of the file; each part is retried by the client on
-        its own; any failure aborts the upload."""
-        part_size = max(self.part_size, -(-size // MAX_PARTS))
-        upload_id = await self.journal.create(
-            key,
-            lambda: self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata),
-        )
-        parts: dict[int, Part] = {}
-        limiter = trio.Semaphore(self.upload_concurrency)
-
-        async def one(number: int, offset: int, length: int) -> None:
-            window = FileWindow(fd, start + offset, length)
-            parts[number] = await self.conn.upload_part(
-                self.bucket, key, upload_id, number, window, content_length=length
-            )
-            limiter.release()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for number, offset in enumerate(range(0, size, part_size), 1):
-                    await limiter.acquire()
-                    nursery.start_soon(one, number, offset, min(part_size, size - offset))
-            ordered = [parts[n] for n in sorted(parts)]
-            resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, ordered)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.abort_multipart(key, upload_id)
-            raise
-        await self.journal.finished(upload_id)
-        return PutResult(etag=resp.etag)
-
-    # -- multipart, part by part (streamed uploads) ---------------------------------------------
+    # -- multipart, part by part (the upload engine's primitives) ---------------------------
 
     async def create_multipart(
         self, key: str, metadata: Mapping[str, str], content_type: str | None = None

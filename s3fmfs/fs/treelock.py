@@ -22,7 +22,7 @@ Invariants:
   nesting (a claim taken while holding another on different paths) is not allowed: it could
   wait for a rename that waits for it.
 - A claim names paths, not inodes: a waiter must re-read the paths it meant (its parent may
-  have moved) once it holds them, and retry when they changed (``FsCore._claim``).
+  have moved) once it holds them, and retry when they changed (``Namespace.claim``).
 """
 
 from __future__ import annotations

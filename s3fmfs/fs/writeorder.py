@@ -49,9 +49,6 @@ class WriteOrder:
         if event is not None:
             event.set()
 
-    def in_flight(self, ino: int) -> int:
-        return len(self._pending.get(ino, ()))
-
     async def wait_earlier(self, ino: int) -> None:
         """Wait until every write of ``ino`` that arrived before this call has ended."""
         horizon = self._issued

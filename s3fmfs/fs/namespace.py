@@ -1,0 +1,458 @@
+"""The namespace: inodes, paths ↔ keys, what each path is, and the caches that remember it.
+
+The part of the core that answers lookup and getattr and resolves paths (``resolve``: local
+nodes, then the caches, then the bucket), with the helpers every namespace change shares
+(``changes``: mkdir, rmdir, symlink, unlink, rename; ``listing``: readdir).
+
+Invariants:
+- The bucket is the truth, except for nodes whose content is unsaved (``InodeTable.unsaved``:
+  files created and not yet uploaded, or holding unsaved writes) and unlinked nodes
+  (``is_local``: their attributes are kept here); lookups and listings consult them first.
+- A directory is a marker object ``dir/`` or any key under ``dir/`` (implicit), or one of
+  s3fs's older forms (``attrs``): ``dir_$folder$`` (seen in a listing, never an entry itself)
+  or an object ``dir`` whose HEAD says it is a directory (with ``nometa``: never known, it
+  stays a file unless keys are under ``dir/``). Its metadata comes from the marker, else from
+  those objects (``Attr.old_forms``, no HEAD for a directory without them); rmdir and rename
+  remove them with it. A directory shadows a file of the same name. Keys that cannot be paths
+  are skipped (logged once).
+- S3's limits (``limits``) are checked before any request: a name over 255 bytes or a key over
+  1,024 is ENAMETOOLONG, a name not in UTF-8 EINVAL (logged), a size past 5 TiB EFBIG.
+- Caches are updated by every change the mount makes before the change returns.
+- Every operation that changes the namespace or writes a key (create, mkdir, symlink, unlink,
+  rmdir, rename, setattr, uploads) holds a shared claim (``claim``, ``treelock``) on the paths
+  it names, taken before any node lock and never nested on other paths; a directory rename
+  holds an exclusive one (``changes``).
+- HEADs run concurrently where there are many (a directory's entries, probes), never more
+  than ``CONCURRENCY`` at once for the whole mount (``limiter``). Every HEAD answer goes to
+  the ``MetaCache`` (it keeps those of listed versions, for later mounts); an object this mount
+  wrote is forgotten there (``object_changed``).
+- While an inode's handles read a pinned version (``pins``), lookup, getattr and readdir
+  report that version's attributes.
+
+Concurrency: all state lives on the trio thread; it may change at every ``await``, so code
+re-reads the inode table after awaiting rather than trusting what it read before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mimetypes
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import trio
+
+from . import limits
+from .attrs import (
+    DIRECTORY_CONTENT_TYPE,
+    FOLDER_SUFFIX,
+    OUR_META,
+    Attr,
+    Kind,
+    attr_from_object,
+    implicit_dir,
+    is_dir_object,
+    metadata_of,
+    truncate_to_seconds,
+)
+from .cache import MetadataCache
+from .errno_map import FsError
+from .inodes import ROOT_INODE, InodeTable, Node
+from .keys import KeyMap, is_under, join, name_of, parent_of, valid_name
+from .metacache import MetaCache
+from .pins import Pin, Pins
+from .settings import FsSettings
+from .store import ObjectInfo, ObjectStore
+from .treelock import TreeLock
+
+log = logging.getLogger("s3fmfs.fs")
+
+#: HEADs in flight at once for one mount (readdirplus, renames of directories).
+CONCURRENCY = 16
+MAX_SKIPPED_LOGGED = 10_000
+
+
+def content_type_of(path: str) -> str:
+    """The content type an upload of ``path`` gets, from its name."""
+    guessed, _ = mimetypes.guess_type(name_of(path), strict=False)
+    return guessed or "application/octet-stream"
+
+
+class Namespace:
+    """The tree of one mount: inodes, the caches of what paths are, and the bucket behind."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: FsSettings,
+        pins: Pins,
+        *,
+        prefix: str = "",
+        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], int] = time.time_ns,
+        metacache: MetaCache | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.pins = pins
+        self.keys = KeyMap(prefix)
+        self.clock = clock
+        self.defaults = settings.defaults
+        self.cache = MetadataCache(settings.stat_ttl, settings.dir_ttl, settings.neg_ttl, timer)
+        self.mount_time = self.now()
+        self.root_attr = implicit_dir(self.defaults, self.mount_time)
+        self.inodes = InodeTable(self.root_attr)
+        self.limiter = trio.CapacityLimiter(CONCURRENCY)
+        self._skipped: set[str] = set()
+        #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
+        self.metacache = None if settings.nometa else metacache
+        #: claims on subtrees: a directory rename excludes every change under its paths
+        self.tree = TreeLock()
+
+    def now(self) -> int:
+        """Now, in whole seconds (the resolution metadata keeps) as nanoseconds."""
+        return truncate_to_seconds(self.clock())
+
+    def check_writable(self) -> None:
+        if self.settings.ro:
+            raise FsError(errno.EROFS)
+
+    def dir_node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.unlinked:
+            raise FsError(errno.ENOENT, "directory was removed")
+        return node
+
+    def child_path(self, parent: Node, name: bytes, *, creating: bool = False) -> str:
+        """The path of ``name`` in ``parent``: ENAMETOOLONG (name or key too long) or EINVAL
+        (not UTF-8) from ``limits``; otherwise ENOENT (creating: EINVAL) for a non-name."""
+        text = limits.check_name(name)
+        if not valid_name(text):
+            raise FsError(errno.EINVAL if creating else errno.ENOENT, "invalid name")
+        path = join(parent.path, text)
+        limits.check_key(self.keys.file_key(path))
+        return path
+
+    def child_paths(
+        self, parent_ino: int, name: bytes, *, creating: bool = False
+    ) -> Callable[[], tuple[str]]:
+        """The path of ``name`` in directory ``parent_ino`` as it is when called (for
+        ``_claim``: the directory may move while a claim waits)."""
+        return lambda: (self.child_path(self.dir_node(parent_ino), name, creating=creating),)
+
+    @contextlib.asynccontextmanager
+    async def claim(self, paths: Callable[[], tuple[str, ...]]) -> AsyncIterator[None]:
+        """Hold shared claims (``treelock``) on ``paths()``: while held, no directory rename
+        moves them. Taken again when a rename moved them meanwhile (they are read again)."""
+        while True:
+            wanted = paths()
+            async with self.tree.shared(wanted):
+                if paths() == wanted:
+                    yield
+                    return
+
+    def skip_key(self, key: str) -> None:
+        """A key that cannot be a path: log it once, never fail a listing for it."""
+        if key in self._skipped:
+            return
+        if len(self._skipped) < MAX_SKIPPED_LOGGED:
+            self._skipped.add(key)
+        log.warning("skipping key %r: it cannot be a path (empty, '.', '..' or too long)", key)
+
+    def parent_node(self, node: Node) -> Node:
+        """The directory containing ``node`` (the root for the root or when unknown)."""
+        return self.inodes.find(parent_of(node.path)) or self.inodes.root
+
+    def blank(self, kind: Kind) -> Attr:
+        mode = self.defaults.dir_mode if kind is Kind.DIR else self.defaults.file_mode
+        return Attr(kind, mode | kind.type_bits, self.defaults.uid, self.defaults.gid, 0, 0)
+
+    def is_local(self, node: Node) -> bool:
+        return self.inodes.is_unsaved(node) or node.unlinked
+
+    def local_attr(self, node: Node) -> Attr:
+        """Attributes of a node whose truth is here (size from its buffer)."""
+        attr = node.attr or self.blank(node.kind)
+        if node.buffer is not None and node.kind is Kind.FILE:
+            attr = attr.with_changes(size=node.buffer.size)
+        return attr
+
+    def pinned_attr(self, node: Node) -> Attr | None:
+        """The attributes of the version the node's open handles read (None: not pinned), so
+        that the kernel's size of an open file never changes under its readers."""
+        return self.pins.attr_for(node, self.is_local(node))
+
+    def attr_from_info(self, info: ObjectInfo, *, is_dir: bool) -> Attr:
+        return attr_from_object(
+            is_dir=is_dir,
+            size=info.size,
+            last_modified_ns=info.last_modified_ns,
+            etag=info.etag,
+            metadata={} if self.settings.nometa else info.metadata,  # nometa: defaults only
+            defaults=self.defaults,
+            content_type="" if self.settings.nometa else info.content_type,
+            key=info.key,
+        )
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        async with self.limiter:
+            info = await self.store.head(key)
+        if info is not None and self.metacache is not None:
+            self.metacache.record(info)  # kept if it is the version a listing showed
+        return info
+
+    async def object_changed(self, key: str) -> None:
+        """This mount wrote the object at ``key``: what the metadata cache knows of it may
+        look current to a listing (a chmod keeps the ETag, maybe the LastModified second)."""
+        if self.metacache is not None:
+            self.metacache.forget(key)
+            if self.metacache.flush_due:
+                await self.metacache.flush()
+
+    async def head_dir(self, path: str, old_forms: tuple[str, ...] = ()) -> Attr:
+        """A directory known to exist: its marker's metadata, else that of its first object
+        in an older form (``old_forms``) that is one, else the defaults (implicit)."""
+        implicit = implicit_dir(self.defaults, self.mount_time).with_changes(old_forms=old_forms)
+        if self.settings.nometa:
+            return implicit
+        info = await self.head(self.keys.dir_prefix(path))
+        for key in old_forms if info is None else ():
+            found = await self.head(key)
+            if found is not None and (
+                key.endswith(FOLDER_SUFFIX) or is_dir_object(found.metadata, found.content_type)
+            ):
+                info = found
+                break
+        if info is None:
+            return implicit
+        attr = self.attr_from_info(info, is_dir=True).with_changes(old_forms=old_forms)
+        return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
+
+    async def probe(self, path: str) -> Attr | None:
+        """Ask the bucket what ``path`` is: HEAD the file key, the marker and ``_$folder$``,
+        and list one key under the directory prefix, all at once. A directory wins over a
+        file; its metadata: the marker's, the file key's (an older form), the folder's."""
+        file_key = self.keys.file_key(path)
+        dir_prefix = self.keys.dir_prefix(path)
+        folder_key = file_key + FOLDER_SUFFIX
+        found: dict[str, object] = {}
+
+        async def head_file() -> None:
+            found["file"] = await self.head(file_key)
+
+        async def head_marker() -> None:
+            found["marker"] = await self.head(dir_prefix)
+
+        async def head_folder() -> None:
+            found["folder"] = await self.head(folder_key)
+
+        async def list_under() -> None:
+            page = await self.store.list_page(dir_prefix, None, 1)
+            found["under"] = bool(page.objects or page.prefixes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(head_file)
+            nursery.start_soon(list_under)
+            nursery.start_soon(head_folder)
+            if not self.settings.nometa:
+                nursery.start_soon(head_marker)
+        info, folder = found.get("file"), found.get("folder")
+        file_attr = None
+        if isinstance(info, ObjectInfo):
+            file_attr = self.complete_file(self.attr_from_info(info, is_dir=False))
+        old_forms = (file_attr.old_forms if file_attr is not None else ()) + (
+            (folder_key,) if isinstance(folder, ObjectInfo) else ()
+        )
+        attr: Attr | None = None
+        marker = found.get("marker")
+        if isinstance(marker, ObjectInfo):
+            attr = self.attr_from_info(marker, is_dir=True)
+        elif file_attr is not None and file_attr.kind is Kind.DIR:
+            attr = file_attr  # an object ``path`` that is a directory (older form)
+        elif isinstance(folder, ObjectInfo):
+            attr = self.attr_from_info(folder, is_dir=True)
+        elif found.get("under"):
+            attr = implicit_dir(self.defaults, self.mount_time)
+        if attr is None:
+            return file_attr
+        attr = attr.with_changes(old_forms=old_forms)
+        return attr if attr.mtime_ns else attr.with_changes(mtime_ns=self.mount_time)
+
+    def complete_file(self, attr: Attr) -> Attr:
+        """With nometa, listing-grade attributes are all there will ever be."""
+        if self.settings.nometa and not attr.complete:
+            return attr.with_changes(complete=True)
+        return attr
+
+    async def resolve(self, path: str) -> Attr | None:
+        """What ``path`` is now (None: nothing), from local nodes, the caches or the bucket."""
+        if path == "":
+            return self.root_attr
+        node = self.inodes.find(path)
+        if node is not None and self.inodes.is_unsaved(node):
+            return self.local_attr(node)
+        cached = self.cache.attr(path)
+        if cached is not None and (cached.complete or self.settings.nometa):
+            return cached
+        if cached is None and self.cache.is_missing(path):
+            return None
+        attr: Attr | None = None
+        if cached is not None and cached.kind is Kind.DIR:
+            attr = await self.head_dir(path, cached.old_forms)
+        elif cached is not None:
+            info = await self.head(self.keys.file_key(path))
+            if info is not None:
+                attr = self.attr_from_info(info, is_dir=False)
+        if attr is None:
+            attr = await self.probe(path)
+        # the node may have become local while we awaited
+        node = self.inodes.find(path)
+        if node is not None and self.inodes.is_unsaved(node):
+            return self.local_attr(node)
+        if attr is None:
+            self.cache.store_missing(path)
+        else:
+            self.cache.store_attr(path, attr)
+        return attr
+
+    async def lookup(self, parent_ino: int, name: bytes) -> tuple[int, Attr]:
+        """The entry ``name`` in a directory; takes one lookup reference on its inode."""
+        parent = self.dir_node(parent_ino)
+        if name == b".":
+            node = parent
+            attr = await self.getattr(node.ino)
+        elif name == b"..":
+            node = self.parent_node(parent)
+            attr = await self.getattr(node.ino)
+        else:
+            path = self.child_path(parent, name)
+            found = await self.resolve(path)
+            if found is None:
+                raise FsError(errno.ENOENT)
+            attr = found
+            node = self.inodes.node_for(path, attr.kind)
+            if not self.is_local(node):
+                node.attr = attr
+                attr = self.pinned_attr(node) or attr
+        self.inodes.ref(node)
+        return node.ino, attr
+
+    def forget(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """The kernel dropped references; never raises."""
+        for ino, count in pairs:
+            try:
+                self.inodes.forget(ino, count)
+            except Exception:
+                log.exception("forget(%d, %d) failed", ino, count)
+
+    async def getattr(self, ino: int) -> Attr:
+        """Attributes of an inode; ENOENT once its entry is gone from the bucket."""
+        node = self.inodes.get(ino)
+        if ino == ROOT_INODE:
+            return self.root_attr
+        if self.is_local(node):
+            return self.local_attr(node)
+        attr = await self.resolve(node.path)  # (for an open file too: it may be gone)
+        if node.unlinked or self.is_local(node):  # changed while we awaited
+            return self.local_attr(node)
+        pin = self.pins.get(node.ino)
+        if pin is not None and attr is not None and pin.etag and attr.etag == pin.etag:
+            pin.attr = attr  # the pinned version's complete attributes
+        pinned = self.pinned_attr(node)
+        if pinned is not None:
+            if attr is not None and attr.kind is node.kind:
+                node.attr = attr
+            return pinned
+        if attr is None or attr.kind is not node.kind:
+            if node.open_count > 0 and node.attr is not None:
+                return self.local_attr(node)  # an open file deleted behind our back
+            raise FsError(errno.ENOENT)
+        node.attr = attr
+        if node.buffer is not None and node.kind is Kind.FILE:
+            return attr.with_changes(size=node.buffer.size)
+        return attr
+
+    async def new_name(self, parent_ino: int, name: bytes) -> str:
+        """The path of a name about to be created (EEXIST if it is taken)."""
+        self.check_writable()
+        parent = self.dir_node(parent_ino)
+        path = self.child_path(parent, name, creating=True)
+        if await self.resolve(path) is not None:
+            raise FsError(errno.EEXIST)
+        return path
+
+    async def ensure_empty(self, path: str) -> None:
+        """ENOTEMPTY when anything is under directory ``path``: local or in the bucket."""
+        if self.inodes.unsaved_under(path):
+            raise FsError(errno.ENOTEMPTY)
+        marker = self.keys.dir_prefix(path)
+        page = await self.store.list_page(marker, None, 2)
+        if any(obj.key != marker for obj in page.objects) or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+
+    async def old_form_keys(self, path: str, attr: Attr) -> list[str]:
+        """The objects of directory ``path`` in s3fs's older forms, to remove with it: its
+        ``_$folder$`` and an object ``path`` that is a directory (HEADed: it may be a file
+        the directory shadows). Nothing when none was seen (no request)."""
+        if not attr.old_forms:
+            return []
+        file_key = self.keys.file_key(path)
+        keys = [file_key + FOLDER_SUFFIX]
+        if file_key in attr.old_forms:
+            info = await self.head(file_key)
+            if info is not None and is_dir_object(info.metadata, info.content_type):
+                keys.append(file_key)
+        return keys
+
+    def detach_tree(self, path: str) -> None:
+        for p, n in list(self.inodes.by_path.items()):
+            if p == path or is_under(p, path):
+                self.inodes.detach(n)
+
+    async def readlink(self, ino: int) -> bytes:
+        """A symlink's target: its object's body (cached per ETag)."""
+        node = self.inodes.get(ino)
+        if node.kind is not Kind.SYMLINK:
+            raise FsError(errno.EINVAL)
+        etag = node.attr.etag if node.attr else ""
+        if node.link_target is not None and node.link_target[0] == etag:
+            return node.link_target[1]
+        target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
+        if len(target) > limits.SYMLINK_MAX:  # made by another client: the kernel refuses it
+            log.warning("symlink %r: its %d-byte target is too long", node.path, len(target))
+            raise FsError(errno.ENAMETOOLONG, "symlink target too long")
+        node.link_target = (etag, target)
+        return target
+
+    async def write_file_meta(self, path: str, attr: Attr, pin: Pin | None = None) -> Attr:
+        """Copy the object onto itself with new metadata; a pin on the version copied follows
+        it (same bytes; the copy's ETag may differ, as for a multipart object)."""
+        key = self.keys.file_key(path)
+        info = await self.store.head(key)
+        if info is None:
+            raise FsError(errno.ENOENT)
+        keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+        result = await self.store.copy(
+            key, key, metadata_of(attr, keep), info.content_type or content_type_of(path)
+        )
+        await self.object_changed(key)
+        new = attr.with_changes(etag=result.etag or info.etag, complete=True)
+        if pin is not None and pin.etag == info.etag:
+            pin.etag, pin.attr = new.etag, new.with_changes(size=pin.size)
+        return new
+
+    async def write_dir_meta(self, path: str, attr: Attr) -> Attr:
+        marker = self.keys.dir_prefix(path)
+        info = await self.store.head(marker)
+        if info is None:  # implicit: make it explicit, with the metadata
+            result = await self.store.put(marker, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
+        else:
+            keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+            result = await self.store.copy(
+                marker, marker, metadata_of(attr, keep), info.content_type or DIRECTORY_CONTENT_TYPE
+            )
+        return attr.with_changes(etag=result.etag, complete=True)
