@@ -39,10 +39,13 @@ POLL_SECONDS = 3.0
 SHORT_TTLS = ("stat_ttl=1", "dir_ttl=1", "neg_ttl=1")
 
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 # --------------------------------------------------------------------------- fixtures, helpers
 

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -128,7 +127,7 @@ class CoreMachine(RuleBasedStateMachine):
         finally:
             self.trio.close()
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------------
 
     def call(self, afn: Callable[..., Awaitable[Any]], *args: Any) -> Outcome:
         return self.trio.run(attempt, afn, *args)
@@ -144,13 +143,15 @@ class CoreMachine(RuleBasedStateMachine):
                 assert got.value == value, f"{what}: expected {wanted}, got {got}"
 
     def pick(self, i: int, *, readable: bool = False, writable: bool = False) -> Open | None:
-        fit = [o for o in self.open if (o.readable or not readable) and (o.writable or not writable)]
+        fit = [
+            o for o in self.open if (o.readable or not readable) and (o.writable or not writable)
+        ]
         return fit[i % len(fit)] if fit else None
 
     def handles_on(self, entry: object) -> bool:
         return any(o.file is entry for o in self.open)
 
-    # -- files -----------------------------------------------------------------------------------
+    # -- files -------------------------------------------------------------------------------------
 
     @rule(path=paths, excl=st.booleans(), trunc=st.booleans(), rdwr=st.booleans())
     def create(self, path: str, excl: bool, trunc: bool, rdwr: bool) -> None:
@@ -279,6 +280,7 @@ class CoreMachine(RuleBasedStateMachine):
     def chmod(self, path: str, mode: int) -> None:
         if isinstance(self.model.entries.get(path), MLink):
             return  # chmod follows links (Linux has no lchmod)
+
         async def run() -> int:
             ino, _ = await self.kernel.walk(path)
             return stat.S_IMODE((await self.core.setattr(ino, mode=mode)).mode)
@@ -403,9 +405,11 @@ class CoreMachine(RuleBasedStateMachine):
         err = self.model.lookup_error(path)
         if err is None and not isinstance(entry, MLink):
             err = errno.EINVAL
-        self.expect(f"readlink {path}", got, err, entry.target if isinstance(entry, MLink) else None)
+        self.expect(
+            f"readlink {path}", got, err, entry.target if isinstance(entry, MLink) else None
+        )
 
-    # -- the world around the core ------------------------------------------------------------------
+    # -- the world around the core -----------------------------------------------------------------
 
     @rule()
     def kernel_forgets(self) -> None:
@@ -451,11 +455,11 @@ class CoreMachine(RuleBasedStateMachine):
                 wanted[path + "/"] = b""
             else:
                 wanted[path] = entry.target
-        found = {k: self.store.body(k) for k in self.store.keys()}
+        found = {k: self.store.body(k) for k in self.store.keys_under()}
         assert found == wanted, f"bucket {found} != model {wanted}"
         assert not self.store.uploads, f"multipart uploads left: {self.store.uploads}"
 
-    # -- the comparison ------------------------------------------------------------------------------
+    # -- the comparison ----------------------------------------------------------------------------
 
     @invariant()
     def agrees(self) -> None:

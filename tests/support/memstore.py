@@ -257,7 +257,7 @@ class MemStore:
         """An object's bytes (KeyError when missing)."""
         return self.objects[key].data
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def keys_under(self, prefix: str = "") -> list[str]:
         """Every key under ``prefix``, in order."""
         return sorted(k for k in self.objects if k.startswith(prefix))
 
@@ -282,9 +282,7 @@ class MemStore:
                 prefixes.append(prefix + rest[: rest.index(delimiter) + len(delimiter)])
                 continue
             obj = self.objects[key]
-            objects.append(
-                ObjectInfo(key, len(obj.data), obj.etag, obj.last_modified_ns, None, "")
-            )
+            objects.append(ObjectInfo(key, len(obj.data), obj.etag, obj.last_modified_ns, None, ""))
         return ListingPage(objects, prefixes, truncated=False)
 
     async def list_page(
