@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -55,7 +56,11 @@ PATHS = [
     *(f"{d}/{n}" for d in NAMES for n in NAMES),
     *(f"{d}/{d}/{n}" for d in NAMES[:2] for n in NAMES[:2]),
 ]
-paths = st.sampled_from(PATHS)
+#: Where an operation goes: (index, name, dice). Mostly relative to the tree as it is (a name
+#: in an existing directory, or an existing entry), one time in eight any path of ``PATHS``
+#: (missing parents, files as parents: ENOENT and ENOTDIR).
+places = st.tuples(st.integers(0, 63), st.sampled_from(NAMES), st.integers(0, 7))
+Place = tuple[int, str, int]
 chunks = st.binary(max_size=40)
 offsets = st.integers(0, 120)
 sizes = st.integers(0, 150)
@@ -148,13 +153,31 @@ class CoreMachine(RuleBasedStateMachine):
         ]
         return fit[i % len(fit)] if fit else None
 
+    def new_path(self, where: Place) -> str:
+        """A name in an existing directory (taken or not), or any path."""
+        index, name, dice = where
+        if dice == 0:
+            return PATHS[index % len(PATHS)]
+        dirs = self.model.dirs()
+        directory = dirs[index % len(dirs)]
+        return f"{directory}/{name}" if directory else name
+
+    def old_path(self, where: Place) -> str:
+        """An existing entry (when there is one), or any path."""
+        index, _, dice = where
+        existing = sorted(self.model.entries)
+        if dice == 0 or not existing:
+            return self.new_path(where)
+        return existing[index % len(existing)]
+
     def handles_on(self, entry: object) -> bool:
         return any(o.file is entry for o in self.open)
 
     # -- files -------------------------------------------------------------------------------------
 
-    @rule(path=paths, excl=st.booleans(), trunc=st.booleans(), rdwr=st.booleans())
-    def create(self, path: str, excl: bool, trunc: bool, rdwr: bool) -> None:
+    @rule(where=places, excl=st.booleans(), trunc=st.booleans(), rdwr=st.booleans())
+    def create(self, where: Place, excl: bool, trunc: bool, rdwr: bool) -> None:
+        path = self.new_path(where)
         existing = self.model.entries.get(path)
         if isinstance(existing, MLink) and not excl:
             return  # the kernel would follow the link
@@ -183,8 +206,9 @@ class CoreMachine(RuleBasedStateMachine):
         self.open.append(Open(fh, ino, existing, rdwr, True))
         assert size == len(existing.data), f"create {path}: size {size}"
 
-    @rule(path=paths, mode=st.sampled_from(["r", "w", "rw"]), trunc=st.booleans())
-    def open_file(self, path: str, mode: str, trunc: bool) -> None:
+    @rule(where=places, mode=st.sampled_from(["r", "w", "rw"]), trunc=st.booleans())
+    def open_file(self, where: Place, mode: str, trunc: bool) -> None:
+        path = self.old_path(where)
         existing = self.model.entries.get(path)
         if isinstance(existing, MLink):
             return
@@ -247,8 +271,10 @@ class CoreMachine(RuleBasedStateMachine):
         self.open.remove(handle)
         self.expect("release", self.call(self.core.release, handle.fh), None)
 
-    @rule(path=paths, size=sizes)
-    def truncate(self, path: str, size: int) -> None:
+    @rule(where=places, size=sizes)
+    def truncate(self, where: Place, size: int) -> None:
+        path = self.old_path(where)
+
         async def run() -> int:
             ino, _ = await self.kernel.walk(path)
             return (await self.core.setattr(ino, size=size)).size
@@ -276,8 +302,9 @@ class CoreMachine(RuleBasedStateMachine):
         del handle.file.data[size:]
         handle.file.data.extend(bytes(size - len(handle.file.data)))
 
-    @rule(path=paths, mode=modes)
-    def chmod(self, path: str, mode: int) -> None:
+    @rule(where=places, mode=modes)
+    def chmod(self, where: Place, mode: int) -> None:
+        path = self.old_path(where)
         if isinstance(self.model.entries.get(path), MLink):
             return  # chmod follows links (Linux has no lchmod)
 
@@ -294,8 +321,10 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- namespace ---------------------------------------------------------------------------------
 
-    @rule(path=paths, mode=modes)
-    def mkdir(self, path: str, mode: int) -> None:
+    @rule(where=places, mode=modes)
+    def mkdir(self, where: Place, mode: int) -> None:
+        path = self.new_path(where)
+
         async def run() -> int:
             parent, name = await self.kernel.parent(path)
             ino, _ = await self.core.mkdir(parent, name, mode, 0, 0)
@@ -309,8 +338,10 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None:
             self.model.entries[path] = MDir(mode)
 
-    @rule(path=paths)
-    def rmdir(self, path: str) -> None:
+    @rule(where=places)
+    def rmdir(self, where: Place) -> None:
+        path = self.old_path(where)
+
         async def run() -> None:
             parent, name = await self.kernel.parent(path)
             await self.core.rmdir(parent, name)
@@ -326,8 +357,10 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None:
             del self.model.entries[path]
 
-    @rule(path=paths)
-    def unlink(self, path: str) -> None:
+    @rule(where=places)
+    def unlink(self, where: Place) -> None:
+        path = self.old_path(where)
+
         async def run() -> None:
             parent, name = await self.kernel.parent(path)
             await self.core.unlink(parent, name)
@@ -340,8 +373,10 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None:
             del self.model.entries[path]
 
-    @rule(src=paths, dst=paths, noreplace=st.booleans())
-    def rename(self, src: str, dst: str, noreplace: bool) -> None:
+    @rule(source=places, destination=places, noreplace=st.booleans())
+    def rename(self, source: Place, destination: Place, noreplace: bool) -> None:
+        src, dst = self.old_path(source), self.new_path(destination)
+
         async def run() -> None:
             old_parent, old_name = await self.kernel.parent(src)
             new_parent, new_name = await self.kernel.parent(dst)
@@ -378,8 +413,10 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None:
             self.model.move(src, dst)
 
-    @rule(path=paths, link=links)
-    def symlink(self, path: str, link: bytes) -> None:
+    @rule(where=places, link=links)
+    def symlink(self, where: Place, link: bytes) -> None:
+        path = self.new_path(where)
+
         async def run() -> int:
             parent, name = await self.kernel.parent(path)
             ino, attr = await self.core.symlink(parent, name, link, 0, 0)
@@ -394,8 +431,10 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None:
             self.model.entries[path] = MLink(link)
 
-    @rule(path=paths)
-    def readlink(self, path: str) -> None:
+    @rule(where=places)
+    def readlink(self, where: Place) -> None:
+        path = self.old_path(where)
+
         async def run() -> bytes:
             ino, _ = await self.kernel.walk(path)
             return await self.core.readlink(ino)
@@ -419,9 +458,10 @@ class CoreMachine(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         self.time.advance(seconds)
 
-    @rule(path=paths, data=chunks)
-    def written_behind(self, path: str, data: bytes) -> None:
+    @rule(where=places, data=chunks)
+    def written_behind(self, where: Place, data: bytes) -> None:
         """Another client writes a file (never one open here); seen once the TTLs passed."""
+        path = self.new_path(where)
         entry = self.model.entries.get(path)
         if self.model.parent_error(path) or not (entry is None or isinstance(entry, MFile)):
             return
@@ -431,9 +471,10 @@ class CoreMachine(RuleBasedStateMachine):
         self.model.entries[path] = MFile(bytearray(data))
         self.time.advance(TTL + 1)
 
-    @rule(path=paths)
-    def deleted_behind(self, path: str) -> None:
+    @rule(where=places)
+    def deleted_behind(self, where: Place) -> None:
         """Another client deletes a file (never one open here)."""
+        path = self.old_path(where)
         entry = self.model.entries.get(path)
         if not isinstance(entry, MFile) or self.handles_on(entry):
             return
@@ -503,3 +544,77 @@ class CoreMachine(RuleBasedStateMachine):
 
 def test_core_agrees_with_the_model() -> None:
     run_state_machine_as_test(CoreMachine, settings=MODEL_SETTINGS)
+
+
+# -- the comparison bites: cores broken on purpose ------------------------------------------------
+
+
+def _drop_last_byte(core: FsCore, store: MemStore) -> None:
+    """Every write of more than one byte loses its last one (and says it wrote them all)."""
+    write = core.write
+
+    async def broken(fh: int, offset: int, data: bytes) -> int:
+        await write(fh, offset, data[:-1] if len(data) > 1 else data)
+        return len(data)
+
+    core.write = broken  # type: ignore[method-assign]
+
+
+def _unlink_keeps_the_key(core: FsCore, store: MemStore) -> None:
+    """unlink answers success but the object stays in the bucket."""
+    unlink = core.unlink
+
+    async def broken(parent_ino: int, name: bytes) -> None:
+        delete = store.delete
+
+        async def kept(key: str) -> None:
+            store.calls["delete"] += 1
+
+        store.delete = kept  # type: ignore[method-assign]
+        try:
+            await unlink(parent_ino, name)
+        finally:
+            store.delete = delete  # type: ignore[method-assign]
+
+    core.unlink = broken  # type: ignore[method-assign]
+
+
+def _rename_skips_a_child(core: FsCore, store: MemStore) -> None:
+    """A rename that copies several keys (a directory) drops its second copy."""
+    rename = core.rename
+
+    async def broken(*args: Any) -> None:
+        copy = store.copy
+        copies = 0
+
+        async def skipping(src: str, dst: str, *more: Any) -> Any:
+            nonlocal copies
+            copies += 1
+            if copies == 2:
+                return await copy(src, src + ".lost", *more)  # copied elsewhere: lost
+            return await copy(src, dst, *more)
+
+        store.copy = skipping  # type: ignore[method-assign]
+        try:
+            await rename(*args)
+        finally:
+            store.copy = copy  # type: ignore[method-assign]
+
+    core.rename = broken  # type: ignore[method-assign]
+
+
+BREAKAGES = {
+    "write drops its last byte": _drop_last_byte,
+    "unlink keeps the key": _unlink_keeps_the_key,
+    "directory rename skips a child": _rename_skips_a_child,
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_a_broken_core_is_caught(breakage: str) -> None:
+    broken = type("BrokenMachine", (CoreMachine,), {"breakage": BREAKAGES[breakage]})
+    with pytest.raises(AssertionError) as caught:
+        run_state_machine_as_test(
+            broken, settings=settings(MODEL_SETTINGS, max_examples=300, stateful_step_count=50)
+        )
+    assert "model" in str(caught.value) or "expected" in str(caught.value)
