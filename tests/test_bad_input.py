@@ -336,6 +336,7 @@ def test_garbage_from_the_server_is_eio_and_logged(tmp_path: Path):
 # --------------------------------------------------------------------------- a huge folder
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize("nometa", [True, False], ids=["nometa", "heads"])
 def test_folder_of_100000_keys_lists_in_bounded_memory(nometa: bool, tmp_path: Path):
     """``ls -l`` of the folder: every entry, with its size and (HEADed, or default) mode."""
