@@ -109,7 +109,7 @@ class CoreMachine(RuleBasedStateMachine):
     """Random operations on the core and the model (see the module docstring)."""
 
     #: Applied to each new core (the broken-core test breaks it here).
-    breakage: ClassVar[Callable[[FsCore, MemStore], None] | None] = None
+    breakages: ClassVar[tuple[Callable[[FsCore, MemStore], None], ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,8 +118,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.core = make_core(
             self.store, time=self.time, uid=0, gid=0, stat_ttl=TTL, dir_ttl=TTL, neg_ttl=TTL
         )
-        if self.breakage is not None:
-            type(self).breakage(self.core, self.store)  # type: ignore[misc]
+        for breakage in self.breakages:
+            breakage(self.core, self.store)
         self.kernel = Kernel(self.core)
         self.model = Model()
         self.open: list[Open] = []
@@ -385,7 +385,7 @@ class CoreMachine(RuleBasedStateMachine):
 
         got = self.call(run)
         entries = self.model.entries
-        source, target = entries.get(src), entries.get(dst)
+        moving, replaced = entries.get(src), entries.get(dst)
         src_dir, dst_dir = src.rpartition("/")[0], dst.rpartition("/")[0]
         err = (
             self.model.walk_error(src_dir)
@@ -396,18 +396,18 @@ class CoreMachine(RuleBasedStateMachine):
         if err is None and src == dst:
             self.expect(f"rename {src} {dst}", got, None)
             return
-        if err is None and source is None:
+        if err is None and moving is None:
             err = errno.ENOENT
-        elif err is None and isinstance(source, MDir) and dst.startswith(src + "/"):
+        elif err is None and isinstance(moving, MDir) and dst.startswith(src + "/"):
             err = errno.EINVAL
-        elif err is None and target is not None:
+        elif err is None and replaced is not None:
             if noreplace:
                 err = errno.EEXIST
-            elif isinstance(source, MDir) and not isinstance(target, MDir):
+            elif isinstance(moving, MDir) and not isinstance(replaced, MDir):
                 err = errno.ENOTDIR
-            elif not isinstance(source, MDir) and isinstance(target, MDir):
+            elif not isinstance(moving, MDir) and isinstance(replaced, MDir):
                 err = errno.EISDIR
-            elif isinstance(target, MDir) and self.model.under(dst):
+            elif isinstance(replaced, MDir) and self.model.under(dst):
                 err = errno.ENOTEMPTY
         self.expect(f"rename {src} {dst}", got, err)
         if err is None:
@@ -594,13 +594,13 @@ def _rename_skips_a_child(core: FsCore, store: MemStore) -> None:
                 return await copy(src, src + ".lost", *more)  # copied elsewhere: lost
             return await copy(src, dst, *more)
 
-        store.copy = skipping  # type: ignore[method-assign]
+        store.copy = skipping  # type: ignore[method-assign,assignment]
         try:
             await rename(*args)
         finally:
             store.copy = copy  # type: ignore[method-assign]
 
-    core.rename = broken  # type: ignore[method-assign]
+    core.rename = broken  # type: ignore[method-assign,assignment]
 
 
 BREAKAGES = {
@@ -612,7 +612,7 @@ BREAKAGES = {
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_core_is_caught(breakage: str) -> None:
-    broken = type("BrokenMachine", (CoreMachine,), {"breakage": BREAKAGES[breakage]})
+    broken = type("BrokenMachine", (CoreMachine,), {"breakages": (BREAKAGES[breakage],)})
     with pytest.raises(AssertionError) as caught:
         run_state_machine_as_test(
             broken,
