@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from s3fmfs.client import errors
+from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.store import MultipartStore, ObjectStore, PendingUploads, StreamingStore
@@ -158,11 +159,12 @@ async def test_delays_are_trio_time(autojump_clock: trio.abc.Clock) -> None:
 # -- the core over the memory store ----------------------------------------------------------------
 
 
-async def test_core_lists_every_page_and_reads_and_writes() -> None:
-    store = MemStore(page_size=2)
+async def test_core_lists_every_page_and_reads_and_writes(
+    mem_core: FsCore, memstore: MemStore, fake_time: FakeTime
+) -> None:
+    core, store = mem_core, memstore
     for i in range(7):
         store.put_object(f"d/f{i}", bytes([i]) * i)
-    core = make_core(store)
     d_ino, _ = await walk(core, "d")
     entries = await listdir(core, d_ino)
     assert sorted(entries) == [f"f{i}" for i in range(7)]
@@ -170,11 +172,14 @@ async def test_core_lists_every_page_and_reads_and_writes() -> None:
     assert await read_all(core, entries["f5"][0]) == b"\5" * 5
     await write_file(core, "d/new", b"fresh")
     assert store.body("d/new") == b"fresh"
+    store.put_object("d/behind", b"!")  # behind the core's back: seen once the TTLs passed
+    assert "behind" not in await listdir(core, d_ino)
+    fake_time.advance(6)
+    assert "behind" in await listdir(core, d_ino)
 
 
-async def test_core_failed_upload_is_eio_then_saved() -> None:
-    store = MemStore()
-    core = make_core(store)
+async def test_core_failed_upload_is_eio_then_saved(mem_core: FsCore, memstore: MemStore) -> None:
+    core, store = mem_core, memstore
     fh, _, _ = await core.create(ROOT_INODE, b"f", 0o644, os.O_WRONLY, 0, 0)
     await core.write(fh, 0, b"data")
     store.fail("put")
