@@ -111,14 +111,28 @@ class CoreMachine(RuleBasedStateMachine):
 
     #: Applied to each new core (the broken-core test breaks it here).
     breakages: ClassVar[tuple[Callable[[FsCore, MemStore], None], ...]] = ()
+    #: The mount's prefix in the bucket, and its cache TTLs (seconds).
+    prefix: ClassVar[str] = ""
+    ttl: ClassVar[float] = TTL
 
     def __init__(self) -> None:
         super().__init__()
         self.time = FakeTime()
         self.store = MemStore(page_size=2, clock=self.time.clock)
         self.core = make_core(
-            self.store, time=self.time, uid=0, gid=0, stat_ttl=TTL, dir_ttl=TTL, neg_ttl=TTL
+            self.store,
+            time=self.time,
+            prefix=self.prefix,
+            uid=0,
+            gid=0,
+            stat_ttl=self.ttl,
+            dir_ttl=self.ttl,
+            neg_ttl=self.ttl,
         )
+        self.foreign = {"outside": b"not ours", f"{self.prefix.rstrip('/')}x": b"near"}
+        if self.prefix:  # keys beside the mount's prefix: never seen, never touched
+            for key, data in self.foreign.items():
+                self.store.put_object(key, data)
         for breakage in self.breakages:
             breakage(self.core, self.store)
         self.kernel = Kernel(self.core)
@@ -471,7 +485,7 @@ class CoreMachine(RuleBasedStateMachine):
             return
         if entry is not None and self.handles_on(entry):
             return
-        self.store.put_object(path, data)
+        self.store.put_object(self.prefix + path, data)
         self.model.entries[path] = MFile(bytearray(data))
         self.time.advance(TTL + 1)
 
@@ -482,7 +496,7 @@ class CoreMachine(RuleBasedStateMachine):
         entry = self.model.entries.get(path)
         if not isinstance(entry, MFile) or self.handles_on(entry):
             return
-        self.store.remove_object(path)
+        self.store.remove_object(self.prefix + path)
         del self.model.entries[path]
         self.time.advance(TTL + 1)
 
@@ -500,7 +514,11 @@ class CoreMachine(RuleBasedStateMachine):
                 wanted[path + "/"] = b""
             else:
                 wanted[path] = entry.target
-        found = {k: self.store.body(k) for k in self.store.keys_under()}
+        found = {
+            k[len(self.prefix) :]: self.store.body(k) for k in self.store.keys_under(self.prefix)
+        }
+        if self.prefix:
+            assert {k: self.store.body(k) for k in self.foreign} == self.foreign
         assert found == wanted, f"bucket {found} != model {wanted}"
         assert not self.store.uploads, f"multipart uploads left: {self.store.uploads}"
 
@@ -548,6 +566,20 @@ class CoreMachine(RuleBasedStateMachine):
 
 def test_core_agrees_with_the_model() -> None:
     run_state_machine_as_test(CoreMachine, settings=MODEL_SETTINGS)
+
+
+class UncachedPrefixMachine(CoreMachine):
+    """The same under a prefix of the bucket, with every cache off (TTLs 0)."""
+
+    prefix = "mnt/point/"
+    ttl = 0.0
+
+
+def test_core_agrees_with_the_model_under_a_prefix_without_caches() -> None:
+    run_state_machine_as_test(
+        UncachedPrefixMachine,
+        settings=settings(MODEL_SETTINGS, max_examples=max(1, MODEL_SETTINGS.max_examples // 8)),
+    )
 
 
 # -- the comparison bites: cores broken on purpose ------------------------------------------------
