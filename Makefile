@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd
 
-.PHONY: all apt venv npm deps check lint typecheck test demo docs bench install uninstall clean
+.PHONY: all apt venv npm deps check lint typecheck test test-quick demo docs bench install uninstall clean
 
 all: test
 
@@ -53,8 +53,13 @@ typecheck: venv
 
 check: lint typecheck
 
+# Every test (CI runs this). `test-quick` leaves out the soak and system tiers (markers in
+# pyproject.toml: long runs; mount(8)/systemd/whole-process tests) and the lint: a few minutes.
 test: deps check
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-quick: deps
+	$(VENV)/bin/pytest -q -m "not soak and not system" $(PYTEST_ARGS)
 
 # A sample bucket on moto's S3 server (loopback), mounted on $(MOUNTPOINT) (default ./mnt) in
 # the foreground; Ctrl-C unmounts and stops the server. moto comes with the test extras; the

@@ -9,6 +9,10 @@ Invariants:
   an HTTP proxy configured in the environment never sees test traffic (httpx and botocore both
   honour it).
 - pytest-trio runs in ``trio_mode`` (pyproject): ``async def`` tests need no marker.
+- In-process fixtures (``fake_time``, ``memstore``, ``mem_core``) start no server: the core over
+  the in-memory store (``tests/support/memstore.py``), built by ``tests.support.core.make_core``.
+- Tiers (markers, pyproject): ``mounted`` (real FUSE mounts), ``soak`` (long runs), ``system``
+  (mount(8), systemd, whole processes); ``make test-quick`` leaves out soak and system.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from typing import Any
 import pytest
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
+from s3fmfs.fs.core import FsCore
 from tests.loopback import LoopbackTransport, loopback_transport
 from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3_client, s3rver
+from tests.support.core import FakeTime, make_core
+from tests.support.memstore import MemStore
 
 
 def _bypass_proxies() -> None:
@@ -76,3 +83,21 @@ def s3rver_server() -> Iterator[S3Server]:
 def loopback() -> Callable[..., LoopbackTransport]:
     """Factory of httpx transports that connect every host name to 127.0.0.1 (same port)."""
     return loopback_transport
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    """A clock moved by hand: the core's timer and clock, and the memory store's."""
+    return FakeTime()
+
+
+@pytest.fixture
+def memstore(fake_time: FakeTime) -> MemStore:
+    """An empty bucket in memory, listing 3 entries a page (every listing spans pages)."""
+    return MemStore(page_size=3, clock=fake_time.clock)
+
+
+@pytest.fixture
+def mem_core(memstore: MemStore, fake_time: FakeTime) -> FsCore:
+    """The core over ``memstore`` on ``fake_time`` (no nursery: files go up whole at flush)."""
+    return make_core(memstore, time=fake_time, uid=1000, gid=1000)

@@ -33,10 +33,13 @@ from tests.fakes3 import SYNTHETIC_SIZE, FakeObject, FakeS3, Fault, fake_s3
 from tests.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
 from tests.servers import S3Server, unique_bucket
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 TiB = 1 << 40
 #: Folder size of the listing test, and the daemon's peak RSS allowed while listing it
@@ -333,6 +336,7 @@ def test_garbage_from_the_server_is_eio_and_logged(tmp_path: Path):
 # --------------------------------------------------------------------------- a huge folder
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize("nometa", [True, False], ids=["nometa", "heads"])
 def test_folder_of_100000_keys_lists_in_bounded_memory(nometa: bool, tmp_path: Path):
     """``ls -l`` of the folder: every entry, with its size and (HEADed, or default) mode."""

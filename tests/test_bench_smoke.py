@@ -21,6 +21,8 @@ from tests.bench.config import Config, ConfigError
 from tests.bench.data import MiB, big_bytes, ls_objects, small_tree, write_big
 from tests.servers import S3RVER_JS
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parent.parent
 
 needs_fuse_and_s3rver = pytest.mark.skipif(

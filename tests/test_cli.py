@@ -32,10 +32,14 @@ from s3fmfs.config.options import IGNORED, OPTIONS, parse_options
 from tests.mount import daemons_of, is_mounted, mounted, s3fmfs_command
 from tests.servers import S3Server, free_port, unique_bucket
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_CHILD_SUBREAPER = 36

@@ -25,6 +25,8 @@ import pytest
 from s3fmfs.commands.demo_server import moto_available
 from tests.mount import is_mounted
 
+pytestmark = [pytest.mark.system, pytest.mark.mounted]
+
 needs_moto = pytest.mark.skipif(not moto_available(), reason="moto[server] not installed")
 
 MOUNT_TIMEOUT = 30.0

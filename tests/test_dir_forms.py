@@ -19,6 +19,8 @@ import pytest
 from tests.mount import mounted
 from tests.servers import S3Server, unique_bucket
 
+pytestmark = pytest.mark.mounted
+
 DIR_META = {"mode": "16877", "uid": "1234", "gid": "2345", "mtime": "1600000000"}
 
 

@@ -51,10 +51,14 @@ from tests.test_nothing_lost import (
 from tests.test_nothing_lost import bucket as bucket  # the fixtures of test_nothing_lost
 from tests.test_nothing_lost import proxy as proxy
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or os.geteuid() != 0,
-    reason="needs /dev/fuse and root (tmpfs mounts)",
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+        reason="needs /dev/fuse and root (tmpfs mounts)",
+    ),
+]
 
 
 @contextlib.contextmanager

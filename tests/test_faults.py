@@ -57,10 +57,14 @@ DOWN_TIMEOUT = 3.0
 MARGIN = 3.0
 BIG = 20 * MiB + 12_345
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.soak,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 
 @pytest.fixture

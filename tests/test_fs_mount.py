@@ -39,10 +39,13 @@ POLL_SECONDS = 3.0
 SHORT_TTLS = ("stat_ttl=1", "dir_ttl=1", "neg_ttl=1")
 
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 # --------------------------------------------------------------------------- fixtures, helpers
 
@@ -796,6 +799,7 @@ def test_rename_directory_with_many_keys(moto: S3Server, s3: Any, bucket: str, t
         assert get(s3, bucket, key.replace("big/", "moved/", 1)) == bodies[key]
 
 
+@pytest.mark.soak
 def test_large_directory_listing_and_rm_r(moto: S3Server, s3: Any, bucket: str, tmp_path: Path):
     names = {f"f{i:05d}" for i in range(1100)}  # more than one listing page (1000)
     with ThreadPoolExecutor(16) as pool:

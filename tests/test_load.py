@@ -88,10 +88,14 @@ DRAIN_SECONDS = 240.0  # after DURATION: the last steps, the final checks, the u
 #: leak). A daemon holding on to what it wrote or read would blow through it within seconds.
 RSS_LIMIT_MIB = 256
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.soak,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 
 def sha(data: bytes | bytearray) -> str:

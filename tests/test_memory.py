@@ -25,6 +25,8 @@ from tests.fakes3 import fake_s3
 from tests.mount import daemon_pid, mounted
 from tests.servers import S3Server
 
+pytestmark = [pytest.mark.system, pytest.mark.mounted]
+
 N_OBJECTS = int(os.environ.get("S3FMFS_MEMORY_OBJECTS", "20000"))
 TTL = 1.0
 #: how long the daemon has to give the memory back once the kernel forgot the inodes

@@ -297,6 +297,7 @@ def log_size(mnt: Path) -> int:
     return len(log_tail(mnt, 10_000_000))
 
 
+@pytest.mark.soak
 @needs_fuse
 def test_mounted_ls_find_stat_across_remounts(moto: S3Server, tmp_path: Path) -> None:
     bucket = unique_bucket("metamnt")

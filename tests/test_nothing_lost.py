@@ -51,9 +51,13 @@ from tests.servers import S3Server, unique_bucket
 
 MiB = 1 << 20
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse"), reason="needs /dev/fuse (apt install fuse3)"
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse"), reason="needs /dev/fuse (apt install fuse3)"
+    ),
+]
 
 
 # --------------------------------------------------------------------------- the gate proxy

@@ -68,10 +68,14 @@ FILE_NAMES = ("f0", "f1", "f2", "f3", "f4", SHARED)
 DIR_NAMES = ("d0", "d1", "d2", SHARED)
 STALL_SECONDS = 90.0  # one operation taking longer than this is a hang
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.mounted,
+    pytest.mark.soak,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 
 class Mismatch(AssertionError):

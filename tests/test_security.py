@@ -46,10 +46,14 @@ from tests.mount import (
 )
 from tests.servers import S3Server, unique_bucket
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.mounted,
+    pytest.mark.skipif(
+        not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+        reason="needs /dev/fuse and fusermount3 (apt install fuse3)",
+    ),
+]
 
 NOBODY = 65534
 SECRET = "s3cr3t-Never-Shown-4f9a"

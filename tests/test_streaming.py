@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.servers import S3Server
+
+pytestmark = pytest.mark.soak
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -47,6 +47,8 @@ from s3fmfs.service import sdnotify
 from tests.mount import is_mounted, mounted
 from tests.servers import S3Server, free_port, s3_client, unique_bucket
 
+pytestmark = [pytest.mark.system, pytest.mark.mounted]
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 SYSTEMD_DIR = ROOT / "systemd"
