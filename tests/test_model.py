@@ -106,6 +106,10 @@ async def attempt(afn: Callable[..., Awaitable[Any]], *args: Any) -> Outcome:
         return Outcome(err=exc.errno)
 
 
+#: Comparisons made (one after each operation, and one at each run's start), by machine.
+STEPS: dict[str, int] = {}
+
+
 class CoreMachine(RuleBasedStateMachine):
     """Random operations on the core and the model (see the module docstring)."""
 
@@ -526,6 +530,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def agrees(self) -> None:
+        STEPS[type(self).__name__] = STEPS.get(type(self).__name__, 0) + 1
         self.trio.run(self._compare)
 
     async def _compare(self) -> None:
@@ -565,7 +570,10 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 def test_core_agrees_with_the_model() -> None:
+    STEPS.pop(CoreMachine.__name__, None)
     run_state_machine_as_test(CoreMachine, settings=MODEL_SETTINGS)
+    if "S3FMFS_MODEL_EXAMPLES" not in os.environ and "S3FMFS_MODEL_STEPS" not in os.environ:
+        assert STEPS[CoreMachine.__name__] >= 5_000  # checked states: operations plus one a run
 
 
 class UncachedPrefixMachine(CoreMachine):
