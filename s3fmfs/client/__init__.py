@@ -5,8 +5,9 @@ Everything public is exported here; modules starting with ``_`` are private.
 """
 
 from . import errors
+from ._extended_ops import StreamingGetResponse
 from ._signing_types import Credentials
-from .connection import DEFAULT_SPOOL_SIZE, S3fmAuthConnection, StreamingGetResponse
+from .connection import DEFAULT_SPOOL_SIZE, S3fmAuthConnection
 from .errors import *  # noqa: F403 (the exception tree is part of the public API)
 from .errors import __all__ as _error_names
 from .models import (

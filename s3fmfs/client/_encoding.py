@@ -9,7 +9,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
 Query = tuple[tuple[str, str | None], ...]
@@ -34,3 +34,14 @@ def encode_query(query: Iterable[tuple[str, str | None]]) -> str:
         else:
             parts.append(f"{quote_param(name)}={quote_param(value)}")
     return "&".join(parts)
+
+
+def lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """A copy of request headers with lower-case names and ``str`` values."""
+    return {k.lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def range_header(byte_range: tuple[int, int | None]) -> str:
+    """``bytes=start-end`` (end inclusive; None = to the end)."""
+    start, end = byte_range
+    return f"bytes={start}-" if end is None else f"bytes={start}-{end}"

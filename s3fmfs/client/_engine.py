@@ -1,4 +1,5 @@
-"""The request engine: build, sign, send, read, retry and follow redirects, over one httpx client.
+"""The request engine: build, sign, send, read, retry and follow redirects, over a few pooled
+httpx clients. What is sent is ``_request_body.RequestBody``; bodies are read by ``_reading``.
 
 Invariants:
 - Each attempt is signed anew (fresh date, possibly a new host or region after a redirect).
@@ -20,28 +21,25 @@ Invariants:
 from __future__ import annotations
 
 import datetime
-import hashlib
-import io
 import itertools
 import logging
-import os
 import ssl
 from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Mapping,
 )
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import trio
 
 from . import _signing_v2, _signing_v4
-from ._encoding import Query, encode_query
+from ._encoding import Query, encode_query, lower_headers
 from ._endpoint import Endpoint
+from ._reading import MAX_ERROR_BODY, body_offset, read_all, read_bounded
+from ._request_body import RequestBody
 from ._signing_types import Credentials
 from ._transport import pool_transport
 from .errors import (
@@ -60,108 +58,9 @@ log = logging.getLogger("s3fmfs.client")
 T = TypeVar("T")
 R = TypeVar("R")
 
-CHUNK = 1 << 20
-MAX_ERROR_BODY = 1 << 20
 MAX_REDIRECTS = 3
-HASH_IN_THREAD = 1 << 20
 #: Seconds an attempt started at the very end of its budget may still wait for each step.
 MIN_ATTEMPT_WAIT = 0.5
-
-
-class RequestBody:
-    """A request body and what retries and signers need to know of it."""
-
-    def __init__(self, data: Any, content_length: int | None = None) -> None:
-        self.data: bytes | None = None
-        self.file: IO[bytes] | None = None
-        self.aiter: AsyncIterable[bytes] | None = None
-        self.start = 0
-        if data is None:
-            self.data = b""
-        elif isinstance(data, str):
-            self.data = data.encode("utf-8")
-        elif isinstance(data, bytes | bytearray | memoryview):
-            self.data = bytes(data)
-        elif hasattr(data, "read"):
-            self.file = data
-            try:
-                self.start = data.tell()
-            except (OSError, ValueError):
-                self.start = -1
-        elif isinstance(data, AsyncIterable):
-            self.aiter = data
-        else:
-            raise TypeError(f"cannot send a body of type {type(data).__name__}")
-        self.length = self._length(content_length)
-
-    def _length(self, given: int | None) -> int:
-        if self.data is not None:
-            return len(self.data)
-        if given is not None:
-            return given
-        if self.file is not None and self.start >= 0:
-            try:
-                return os.fstat(self.file.fileno()).st_size - self.start
-            except (OSError, io.UnsupportedOperation, AttributeError):
-                end = self.file.seek(0, os.SEEK_END)
-                self.file.seek(self.start)
-                return end - self.start
-        raise ValueError("a streamed body needs content_length")
-
-    @property
-    def replayable(self) -> bool:
-        """Whether the body can be sent again on a retry."""
-        return self.data is not None or (self.file is not None and self.start >= 0)
-
-    async def payload_hash(self) -> str:
-        """SHA-256 for V4: computed for bytes, UNSIGNED-PAYLOAD for streams."""
-        if self.data is None:
-            return _signing_v4.UNSIGNED_PAYLOAD
-        if not self.data:
-            return _signing_v4.EMPTY_SHA256
-        if len(self.data) > HASH_IN_THREAD:
-            data = self.data
-            return await trio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-        return hashlib.sha256(self.data).hexdigest()
-
-    def content(self) -> bytes | AsyncIterator[bytes]:
-        """What httpx sends for one attempt."""
-        if self.data is not None:
-            return self.data
-        if self.file is not None:
-            return self._file_chunks(self.file)
-        assert self.aiter is not None
-        return self._counted(self.aiter)
-
-    async def _file_chunks(self, f: IO[bytes]) -> AsyncIterator[bytes]:
-        if self.start >= 0:
-            await trio.to_thread.run_sync(f.seek, self.start)
-        left = self.length
-        while left > 0:
-            chunk = await trio.to_thread.run_sync(f.read, min(CHUNK, left))
-            if not chunk:
-                raise ValueError(f"body file ended {left} bytes early")
-            left -= len(chunk)
-            yield chunk
-
-    async def _counted(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """Check a stream against its announced length before HTTP sees a wrong one."""
-        sent = 0
-        async for chunk in source:
-            sent += len(chunk)
-            if sent > self.length:
-                raise ValueError(f"body stream longer than content_length={self.length}")
-            yield bytes(chunk)
-        if sent != self.length:
-            raise ValueError(f"body stream ended at {sent} of content_length={self.length}")
-
-
-async def read_all(resp: httpx.Response) -> bytes:
-    """The raw body, undecoded (a response built in memory, as a mock transport's, is already
-    read)."""
-    if resp.is_stream_consumed:
-        return resp.content
-    return b"".join([chunk async for chunk in resp.aiter_raw()])
 
 
 @dataclass
@@ -274,7 +173,7 @@ class Engine:
 
         Without ``consume`` the whole body is read as bytes. Error answers raise.
         """
-        lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        lowered = lower_headers(headers)
         policy = self.retry
         if body is not None and not body.replayable:
             policy = RetryPolicy.never()
@@ -302,7 +201,7 @@ class Engine:
         missing: str = "NoSuchKey",
     ) -> httpx.Response:
         """Open a response whose body the caller reads and closes (retries cover the headers)."""
-        lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        lowered = lower_headers(headers)
 
         async def attempt(deadline: float) -> httpx.Response:
             return await self._open(method, bucket, key, query, lowered, None, missing, deadline)
@@ -327,7 +226,7 @@ class Engine:
         a changed object fails with PreconditionFailed rather than splicing two versions). A
         service that ignores Range (200) is cut to the range here.
         """
-        lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        lowered = lower_headers(headers)
         delivered = 0
         etag = ""
 
@@ -341,7 +240,7 @@ class Engine:
             resp = await self._open("GET", bucket, key, (), sent, None, "NoSuchKey", deadline)
             try:
                 etag = etag or resp.headers.get("etag", "")
-                skip = _body_offset(resp, first)
+                skip = body_offset(resp, first)
                 left = -1 if end is None else end + 1 - first  # -1: to the end
                 given = resp.headers.get("content-length", "")
                 length = int(given) if given.isdigit() else -1
@@ -450,7 +349,7 @@ class Engine:
             resp = await client.send(request, stream=True)
             if resp.status_code >= 300:
                 try:
-                    data = await _read_bounded(resp, MAX_ERROR_BODY)
+                    data = await read_bounded(resp, MAX_ERROR_BODY)
                 finally:
                     await resp.aclose()
                 err = error_from_response(
@@ -509,26 +408,6 @@ class Engine:
         return True
 
 
-class _SinkFailed(Exception):
-    """What a ``get_into`` sink raised, carried past the retries."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _body_offset(resp: httpx.Response, first: int) -> int:
-    """Bytes of a GET answer's body before byte ``first`` of the object: all of them when
-    Range was ignored (200), else what Content-Range says (a server may start earlier)."""
-    if resp.status_code == 200:
-        return first
-    unit, _, spec = resp.headers.get("content-range", "").partition(" ")
-    begin = spec.partition("-")[0]
-    if unit.lower() == "bytes" and begin.isdigit():
-        return max(0, first - int(begin))
-    return 0
-
-
 def _capped(timeout: httpx.Timeout, left: float) -> httpx.Timeout:
     """``timeout`` with each wait cut to ``left`` seconds (at least ``MIN_ATTEMPT_WAIT``)."""
     left = max(MIN_ATTEMPT_WAIT, left)
@@ -554,15 +433,9 @@ def _target_extension(target: str) -> dict[str, bytes]:
     return {}
 
 
-async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of a body (error documents are small; a huge one is not ours)."""
-    if resp.is_stream_consumed:
-        return resp.content[:limit]
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_raw():
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(parts)[:limit]
+class _SinkFailed(Exception):
+    """What a ``get_into`` sink raised, carried past the retries."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
