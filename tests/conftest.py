@@ -2,9 +2,9 @@
 
 Invariants:
 - Servers are session-scoped and shared: a test creates its own buckets
-  (:func:`tests.servers.unique_bucket`) and never assumes an empty server.
+  (:func:`tests.support.servers.unique_bucket`) and never assumes an empty server.
 - Every server is stopped at the end of the session, even after failures (the context managers
-  of :mod:`tests.servers` stop them in ``finally``).
+  of :mod:`tests.support.servers` stop them in ``finally``).
 - Tests talk only to 127.0.0.1 and ``*.s3.test``: those are added to ``NO_PROXY`` at import, so
   an HTTP proxy configured in the environment never sees test traffic (httpx and botocore both
   honour it).
@@ -25,10 +25,10 @@ import pytest
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from s3fmfs.fs.core import FsCore
-from tests.loopback import LoopbackTransport, loopback_transport
-from tests.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3_client, s3rver
 from tests.support.core import FakeTime, make_core
+from tests.support.loopback import LoopbackTransport, loopback_transport
 from tests.support.memstore import MemStore
+from tests.support.servers import DOMAIN, S3Server, moto_auth_server, moto_server, s3_client, s3rver
 
 
 def _bypass_proxies() -> None:

@@ -5,7 +5,7 @@
   whose keys would grow too long copies nothing), names that are not UTF-8 are EINVAL and
   logged, writes and truncations past 5 TiB are EFBIG.
 - Malformed mount options: one line on stderr, exit status 2, nothing mounted.
-- A server answering garbage (:mod:`tests.fakes3`): invalid, truncated and 100 MB listings,
+- A server answering garbage (:mod:`tests.support.fakes3`): invalid, truncated and 100 MB listings,
   GET bodies shorter or longer than their Content-Length, broken HEAD answers. Each operation
   fails with EIO and a warning in the daemon's log naming the request, and the daemon goes
   on serving the rest (then unmounts cleanly, exit status 0).
@@ -29,9 +29,9 @@ import pytest
 
 from s3fmfs.fs import limits
 from s3fmfs.fs.errno_map import FsError
-from tests.fakes3 import SYNTHETIC_SIZE, FakeObject, FakeS3, Fault, fake_s3
-from tests.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
-from tests.servers import S3Server, unique_bucket
+from tests.support.fakes3 import SYNTHETIC_SIZE, FakeObject, FakeS3, Fault, fake_s3
+from tests.support.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
+from tests.support.servers import S3Server, unique_bucket
 
 pytestmark = [
     pytest.mark.mounted,

@@ -19,7 +19,7 @@ import pytest
 from tests.bench import checks, report
 from tests.bench.config import Config, ConfigError
 from tests.bench.data import MiB, big_bytes, ls_objects, small_tree, write_big
-from tests.servers import S3RVER_JS
+from tests.support.servers import S3RVER_JS
 
 pytestmark = pytest.mark.system
 

@@ -29,8 +29,8 @@ import trio
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
 from s3fmfs.config.options import IGNORED, OPTIONS, parse_options
-from tests.mount import daemons_of, is_mounted, mounted, s3fmfs_command
-from tests.servers import S3Server, free_port, unique_bucket
+from tests.support.mount import daemons_of, is_mounted, mounted, s3fmfs_command
+from tests.support.servers import S3Server, free_port, unique_bucket
 
 pytestmark = [
     pytest.mark.system,
@@ -385,7 +385,7 @@ def test_subcommand_dispatch(tmp_path: Path):
 
 
 def test_foreground_debug_logs_requests_to_stderr(moto: S3Server, bucket: str, tmp_path: Path):
-    from tests.mount import log_tail
+    from tests.support.mount import log_tail
 
     server = dataclasses.replace(moto, secret_access_key=SECRET_MARK)  # moto takes any
     with mounted(server, bucket, tmp_path=tmp_path, extra_args=["-d"]) as path:
@@ -398,7 +398,7 @@ def test_foreground_debug_logs_requests_to_stderr(moto: S3Server, bucket: str, t
 
 
 def test_log_level_warning_hides_info(moto: S3Server, bucket: str, tmp_path: Path):
-    from tests.mount import log_tail
+    from tests.support.mount import log_tail
 
     with mounted(
         moto, bucket, tmp_path=tmp_path, extra_args=["-d", "--log-level", "warning"]

@@ -16,9 +16,9 @@ from s3fmfs.client import (
     S3fmAuthConnection,
     SignatureDoesNotMatch,
 )
-from tests import scenarios
-from tests.loopback import LoopbackTransport
-from tests.servers import S3Server, unique_bucket
+from tests.support import scenarios
+from tests.support.loopback import LoopbackTransport
+from tests.support.servers import S3Server, unique_bucket
 
 S3RVER_CAPS = scenarios.Capabilities(
     bucket_acl=False,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from s3fmfs.commands.demo_server import moto_available
-from tests.mount import is_mounted
+from tests.support.mount import is_mounted
 
 pytestmark = [pytest.mark.system, pytest.mark.mounted]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.mount import mounted
-from tests.servers import S3Server, unique_bucket
+from tests.support.mount import mounted
+from tests.support.servers import S3Server, unique_bucket
 
 pytestmark = pytest.mark.mounted
 

@@ -1,8 +1,9 @@
 """Nothing lost to a double fault: the upload fails AND the disk of the cache directory is full.
 
-Real mounts (:mod:`tests.mount`) over moto through :class:`tests.test_nothing_lost.GateProxy`
-(down: the server is unreachable), each with ``cache_dir=`` on a small tmpfs of its own
-(``mount -t tmpfs -o size=…``, unmounted in ``finally``) that holds the write buffers and the
+Real mounts (:mod:`tests.support.mount`) over moto through
+:class:`tests.test_nothing_lost.GateProxy` (down: the server is unreachable), each with
+``cache_dir=`` on a small tmpfs of its own (``mount -t tmpfs -o size=…``, unmounted in
+``finally``) that holds the write buffers and the
 recovery folder, and the fallback folder (``$XDG_STATE_HOME/s3fmfs/recovery``) under the test's
 own directory, or on that same tmpfs when there must be no room anywhere.
 
@@ -34,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from tests.mount import daemon_pid, is_mounted, log_tail, mounted
-from tests.servers import S3Server
+from tests.support.mount import daemon_pid, is_mounted, log_tail, mounted
+from tests.support.servers import S3Server
 from tests.test_nothing_lost import (
     GateProxy,
     MiB,

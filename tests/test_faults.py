@@ -1,4 +1,5 @@
-"""Faults between the mount and the server: a real mount over :mod:`tests.faultproxy` over moto.
+"""Faults between the mount and the server: a real mount over :mod:`tests.support.faultproxy`,
+over moto.
 
 - Under faults on 20% of the requests (500, 503 SlowDown, resets mid-answer, stalls past the
   read timeout, refused connections; seeded), a workload of writes (small files and a 20 MiB
@@ -41,9 +42,9 @@ from s3fmfs.client import (
 )
 from s3fmfs.config.options import MountOptions, OptionError, parse_options
 from s3fmfs.service.connection import MOUNT_MAX_ATTEMPTS, connection_for, mount_retry
-from tests.faultproxy import KINDS, FaultProxy, Request, fault_proxy
-from tests.mount import log_tail, mount_log, mounted
-from tests.servers import S3Server, unique_bucket
+from tests.support.faultproxy import KINDS, FaultProxy, Request, fault_proxy
+from tests.support.mount import log_tail, mount_log, mounted
+from tests.support.servers import S3Server, unique_bucket
 
 MiB = 1 << 20
 SEED = 20260611

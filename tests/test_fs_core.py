@@ -22,8 +22,8 @@ from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
-from tests.servers import unique_bucket
-from tests.stores import CountingStore
+from tests.support.servers import unique_bucket
+from tests.support.stores import CountingStore
 
 # -- fixtures and helpers -------------------------------------------------------------------------
 

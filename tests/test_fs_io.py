@@ -42,9 +42,9 @@ from s3fmfs.fs.store import (
 )
 from s3fmfs.fs.upload import part_ranges, part_size_for
 from s3fmfs.service.mount import READ_AHEAD_KB
-from tests.mount import mounted
-from tests.servers import S3Server, unique_bucket
-from tests.stores import CountingStore
+from tests.support.mount import mounted
+from tests.support.servers import S3Server, unique_bucket
+from tests.support.stores import CountingStore
 
 MiB = 1 << 20
 

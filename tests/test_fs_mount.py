@@ -3,7 +3,7 @@
 Every test gets a fresh bucket; objects are put and checked behind the mount with boto3
 (path style, the ``moto`` session server). The tests are synchronous: they drive the mount with
 ``os`` calls and real Unix tools (cp, tar, rsync, grep, mv, sqlite3, git, df), the FUSE daemon
-being another process (:mod:`tests.mount`).
+being another process (:mod:`tests.support.mount`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import pytest
 import trio
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
-from tests.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
-from tests.servers import S3Server, unique_bucket
+from tests.support.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
+from tests.support.servers import S3Server, unique_bucket
 
 MiB = 1 << 20
 S3FS_MTIME = "mtime"

@@ -25,7 +25,7 @@ order. What can be asserted while others write through the same inode buffer:
   or waited for an upload that already held it).
 At the end, the object holds every worker's last region.
 
-No deadlock: a :class:`~tests.daemon_watch.Watchdog` fails the test when a worker makes no
+No deadlock: a :class:`~tests.support.daemon_watch.Watchdog` fails the test when a worker makes no
 progress for ``STALL_SECONDS`` (or the run overruns), killing the daemon so that blocked system
 calls return. Memory bounded: the daemon's ``VmHWM`` (peak resident set) is sampled all along,
 including the unmount's uploads, and must stay under ``RSS_LIMIT_MIB``.
@@ -65,10 +65,10 @@ from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import PutBody, PutResult
-from tests.daemon_watch import MemorySampler, Watchdog
-from tests.mount import daemon_pid, mounted
-from tests.servers import S3Server, s3_client, unique_bucket
-from tests.stores import CountingStore
+from tests.support.daemon_watch import MemorySampler, Watchdog
+from tests.support.mount import daemon_pid, mounted
+from tests.support.servers import S3Server, s3_client, unique_bucket
+from tests.support.stores import CountingStore
 
 KiB = 1024
 MiB = 1 << 20

@@ -5,7 +5,7 @@ snapshot. Once the kernel forgets the inodes (``drop_caches``), the handle is re
 TTLs have passed, the daemon must come back near its idle size: bounded caches that drop expired
 entries, nodes dropped on forget, snapshots freed at releasedir, and the C heap trimmed.
 
-The folder is synthetic (``tests.fakes3``: 20,000 keys cost nothing to set up, where moto
+The folder is synthetic (``tests.support.fakes3``: 20,000 keys cost nothing to set up, where moto
 takes about 9 ms per PUT: 3 minutes), and listed with ``nometa``: no HEAD per object, so
 ``ls -l`` takes seconds and every entry is in the caches, the inode table and the snapshot at
 once. ``S3FMFS_MEMORY_HEADS=1`` lists with HEADs instead (minutes; the figures in README),
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes3 import fake_s3
-from tests.mount import daemon_pid, mounted
-from tests.servers import S3Server
+from tests.support.fakes3 import fake_s3
+from tests.support.mount import daemon_pid, mounted
+from tests.support.servers import S3Server
 
 pytestmark = [pytest.mark.system, pytest.mark.mounted]
 

@@ -1,6 +1,6 @@
 """Nothing is lost: failed uploads, unmounting with uploads pending, and SIGKILL mid-upload.
 
-Real mounts (:mod:`tests.mount`) over moto, most through :class:`GateProxy`, a TCP proxy on
+Real mounts (:mod:`tests.support.mount`) over moto, most through :class:`GateProxy`, a TCP proxy on
 loopback that can hold the bytes going to the server past a budget (an upload stalls
 mid-body, deterministically) or go down (every connection cut, new ones closed at once).
 What the tests check behind the mount goes straight to moto with boto3.
@@ -46,8 +46,8 @@ from s3fmfs.fs.journal import UploadJournal
 from s3fmfs.fs.recovery import RecoveryFolder, safe_name
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.writebuf import MemoryPool, WriteBuffer
-from tests.mount import MountError, daemon_pid, is_mounted, log_tail, mount_log, mounted
-from tests.servers import S3Server, unique_bucket
+from tests.support.mount import MountError, daemon_pid, is_mounted, log_tail, mount_log, mounted
+from tests.support.servers import S3Server, unique_bucket
 
 MiB = 1 << 20
 

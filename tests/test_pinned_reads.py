@@ -30,9 +30,9 @@ from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import Sink
-from tests.mount import mounted
-from tests.servers import S3Server, unique_bucket
-from tests.stores import CountingStore
+from tests.support.mount import mounted
+from tests.support.servers import S3Server, unique_bucket
+from tests.support.stores import CountingStore
 
 MiB = 1 << 20
 SIZE = 30_000_000

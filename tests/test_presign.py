@@ -13,8 +13,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from s3fmfs.client import CallingFormat, QueryStringAuthGenerator, S3fmAuthConnection, S3Object
-from tests import scenarios
-from tests.servers import S3Server, unique_bucket
+from tests.support import scenarios
+from tests.support.servers import S3Server, unique_bucket
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.UTC)
 

@@ -26,7 +26,7 @@ HEAD saw just before a chmod in the same second: ``MetaCache.forget``).
 
 A mismatch fails with the seed, the operation index and the tail of the history;
 ``S3FMFS_RANDOM_SEEDS=7 S3FMFS_RANDOM_OPS=800`` replays one seed (default: seeds 1 to 4, 5,000
-operations each, about 20 s each). A hang fails too (:class:`~tests.daemon_watch.Watchdog`).
+operations each, about 20 s each). A hang fails too (:class:`~tests.support.daemon_watch.Watchdog`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_watch import Watchdog
-from tests.mount import MountError, daemon_pid, log_tail, mounted
-from tests.servers import S3Server, unique_bucket
+from tests.support.daemon_watch import Watchdog
+from tests.support.mount import MountError, daemon_pid, log_tail, mounted
+from tests.support.servers import S3Server, unique_bucket
 
 KiB = 1024
 MiB = 1 << 20

@@ -36,9 +36,9 @@ from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import PutBody, PutResult
-from tests.mount import mounted
-from tests.servers import S3Server, unique_bucket
-from tests.stores import CountingStore
+from tests.support.mount import mounted
+from tests.support.servers import S3Server, unique_bucket
+from tests.support.stores import CountingStore
 from tests.test_fs_core import Env, expect_errno, walk
 
 # -- core: a rename held at a gate ---------------------------------------------------------------

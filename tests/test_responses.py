@@ -7,7 +7,7 @@ import gzip
 import httpx
 
 from s3fmfs.client import CallingFormat, S3fmAuthConnection
-from tests.servers import S3Server, unique_bucket
+from tests.support.servers import S3Server, unique_bucket
 
 
 async def test_repeated_headers_are_kept() -> None:

@@ -1,7 +1,7 @@
 """Security through real mounts: TLS verification, secrets kept out of sight, passwd file
 modes, other users kept out (or held to the stored modes), private cache folders.
 
-- TLS: :mod:`tests.fakes3` serves https with a certificate of a CA made for the test
+- TLS: :mod:`tests.support.fakes3` serves https with a certificate of a CA made for the test
   (``cryptography``). Mounting it fails with one line about the certificate; ``ca_bundle=``
   with that CA mounts; ``no_check_certificate`` mounts and logs a warning.
 - Secrets: a mount with a passwd file, and one with environment credentials, at ``-d``: the
@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes3 import FakeObject, fake_s3, make_pki
-from tests.mount import (
+from tests.support.fakes3 import FakeObject, fake_s3, make_pki
+from tests.support.mount import (
     daemon_pid,
     daemons_of,
     is_mounted,
@@ -44,7 +44,7 @@ from tests.mount import (
     s3fmfs_command,
     unmount,
 )
-from tests.servers import S3Server, unique_bucket
+from tests.support.servers import S3Server, unique_bucket
 
 pytestmark = [
     pytest.mark.system,

@@ -1,4 +1,5 @@
-"""Tests of the test infrastructure: the servers check what tests/servers.py says they check.
+"""Tests of the test infrastructure: the servers check what tests/support/servers.py says they
+check.
 
 Invariants: only httpx, botocore/boto3 and curl talk to the servers here (the project's client
 is tested elsewhere); each test uses its own buckets on the shared session servers.
@@ -22,8 +23,8 @@ from botocore.exceptions import ClientError
 
 from s3fmfs.client._encoding import quote_key
 from s3fmfs.commands.demo_server import answers as _answers
-from tests.loopback import LoopbackTransport
-from tests.servers import S3Server, moto_server, s3_client, s3rver, unique_bucket
+from tests.support.loopback import LoopbackTransport
+from tests.support.servers import S3Server, moto_server, s3_client, s3rver, unique_bucket
 
 Loopback = Callable[..., LoopbackTransport]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import S3Server
+from tests.support.servers import S3Server
 
 pytestmark = pytest.mark.soak
 
@@ -20,7 +20,7 @@ def test_1gib_round_trip_stays_under_100mb(moto: S3Server) -> None:
     """PUT 1 GiB from an async iterator, GET it streamed and spooled, PUT the spool file back:
     every digest equal and the client process's peak RSS under 100 MB."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.stream_roundtrip", moto.host, str(moto.port), "1024"],
+        [sys.executable, "-m", "tests.support.stream_roundtrip", moto.host, str(moto.port), "1024"],
         cwd=ROOT,
         capture_output=True,
         text=True,

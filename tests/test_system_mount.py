@@ -44,8 +44,8 @@ import pytest
 from s3fmfs.commands import mount_helper
 from s3fmfs.config import options as fs_options
 from s3fmfs.service import sdnotify
-from tests.mount import is_mounted, mounted
-from tests.servers import S3Server, free_port, s3_client, unique_bucket
+from tests.support.mount import is_mounted, mounted
+from tests.support.servers import S3Server, free_port, s3_client, unique_bucket
 
 pytestmark = [pytest.mark.system, pytest.mark.mounted]
 
@@ -722,7 +722,7 @@ def test_clean_shutdown_uploads_every_byte(
 @system
 def test_foreground_sigterm_uploads_open_file(moto: S3Server, s3: Any, tmp_path: Path) -> None:
     """``s3fmfs -f`` (as systemd runs it) stopped by SIGTERM with a file open: saved, exit 0."""
-    from tests.mount import daemon_pid
+    from tests.support.mount import daemon_pid
 
     bucket = new_bucket(s3)
     data = payload(7, 4 * MiB + 3)
@@ -744,7 +744,7 @@ def test_repeated_sigterm_while_stopping_loses_nothing(
 ) -> None:
     """systemd sends SIGTERM again after umount: signals during the final uploads are ignored,
     every open file is saved and the exit status is 0."""
-    from tests.mount import daemon_pid
+    from tests.support.mount import daemon_pid
 
     bucket = new_bucket(s3)
     files = {f"open{i}.bin": payload(20 + i, 6 * MiB + i) for i in range(4)}
@@ -950,7 +950,7 @@ def service_process(argv: list[str], env: dict[str, str], log: Path) -> Iterator
 @system
 def test_ready_only_once_mounted(moto: S3Server, s3: Any, tmp_path: Path, notify_dir: Path) -> None:
     """``s3fmfs -f`` with NOTIFY_SOCKET: READY=1 only when the mount answers; STOPPING=1 on stop."""
-    from tests.mount import s3fmfs_command
+    from tests.support.mount import s3fmfs_command
 
     bucket = new_bucket(s3)
     mnt = mountpoint(tmp_path)

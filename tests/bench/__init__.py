@@ -4,7 +4,7 @@ Run ``python -m tests.bench.run`` from the repository root (``make bench`` does,
 ``make deps``; ``make bench PEERS=1`` installs Debian's ``s3fs`` and ``rclone`` first).
 
 Invariants:
-- One s3rver (``tests.servers.s3rver``, with ``NODE_OPTIONS=--openssl-legacy-provider``) per
+- One s3rver (``tests.support.servers.s3rver``, with ``NODE_OPTIONS=--openssl-legacy-provider``) per
   run, on a port it picks, seeded once (:mod:`tests.bench.data`): a big object, a folder of
   many small objects, and a source-tree-like set of small text files (also kept as a tarball).
 - Every measurement of a mounted system gets a fresh mount (:mod:`tests.bench.systems`) and

@@ -29,7 +29,7 @@ import trio
 from s3fmfs.client import CallingFormat, QueryStringAuthGenerator, S3fmAuthConnection
 from tests.bench import checks
 from tests.bench.data import NEEDLE, MiB, SmallFile, ls_body
-from tests.servers import S3Server
+from tests.support.servers import S3Server
 
 T = TypeVar("T")
 SEED_CONCURRENCY = 32

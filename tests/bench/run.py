@@ -29,7 +29,7 @@ from tests.bench.config import Config, ConfigError
 from tests.bench.data import MiB, ls_objects, small_tree, write_big, write_tarball
 from tests.bench.raw import Bucket, seed
 from tests.bench.systems import PEER_BINARIES, Mounter, Target, drop_caches
-from tests.servers import S3RVER_JS, s3rver
+from tests.support.servers import S3RVER_JS, s3rver
 
 BUCKET = "bench"
 

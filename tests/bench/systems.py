@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.mount import is_mounted, s3fmfs_command, unmount
-from tests.servers import S3Server
+from tests.support.mount import is_mounted, s3fmfs_command, unmount
+from tests.support.servers import S3Server
 
 MOUNT_TIMEOUT = 30.0
 EXIT_TIMEOUT = 120.0

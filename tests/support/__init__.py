@@ -1,5 +1,5 @@
-"""Test helpers shared by test files: an in-memory object store, the core's one factory, fakes.
-
-New helpers go here; the older ones (``tests/servers.py``, ``tests/mount.py``,
-``tests/stores.py``…) stay where they are.
+"""Test helpers shared by test files: the S3 servers tests start (``servers``), mounts
+(``mount``), store wrappers that count or fail requests (``stores``), an in-memory object store
+(``memstore``) and the core's one factory (``core``), the fake server and the proxies
+(``fakes3``, ``faultproxy``, ``loopback``), and the scripts tests run in child processes.
 """

@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy on loopback, between a mount and its S3 server (tests only).
 
 The mount is given the proxy as its endpoint (``proxy.server`` is an ``S3Server`` for
-:func:`tests.mount.mounted`); the proxy forwards each request to the real server (moto) and,
+:func:`tests.support.mount.mounted`); the proxy forwards each request to the real server (moto) and,
 as it is told, answers or breaks some of them instead:
 
 =============  =================================================================================
@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from tests.servers import LOOPBACK, S3Server
+from tests.support.servers import LOOPBACK, S3Server
 
 KINDS = ("error500", "slowdown", "reset", "stall", "refuse")
 #: Seconds between looks at the flags while waiting on a socket.

@@ -10,7 +10,7 @@ Invariants:
 - Server state lives as long as the context manager: tests sharing a server must use their own
   bucket names (:func:`unique_bucket`).
 - ``S3Server.domain`` (``s3.test``) is the name for virtual-hosted style:
-  ``<bucket>.s3.test:PORT`` reaches the bucket through :mod:`tests.loopback`; see there for
+  ``<bucket>.s3.test:PORT`` reaches the bucket through :mod:`tests.support.loopback`; see there for
   how each server routes host names.
 
 moto (``python -m moto.server``, https://docs.getmoto.org/en/latest/docs/server_mode.html)
@@ -82,7 +82,7 @@ from s3fmfs.commands.demo_server import LOOPBACK as LOOPBACK  # the servers bind
 from s3fmfs.commands.demo_server import ServerStartError
 from s3fmfs.commands.demo_server import free_port as free_port  # the tests pick ports too
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parent.parent
 NODE_DIR = TESTS_DIR / "node"
 S3RVER_JS = NODE_DIR / "node_modules" / "s3rver" / "bin" / "s3rver.js"
 
@@ -115,7 +115,8 @@ class S3Server:
         return f"http://{self.host}:{self.port}"
 
     def vhost_endpoint(self, bucket: str) -> str:
-        """Virtual-hosted-style base URL of ``bucket``; needs :mod:`tests.loopback` to connect."""
+        """Virtual-hosted-style base URL of ``bucket``; connects through
+        :mod:`tests.support.loopback`."""
         return f"http://{bucket}.{self.domain}:{self.port}"
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import S3Server
+from tests.support.servers import S3Server
 
 MOUNT_TIMEOUT = 20.0
 UNMOUNT_TIMEOUT = 10.0

@@ -13,7 +13,7 @@ Invariants:
 - Connection pooling stays keyed on the original origin: ``a.s3.test`` and ``b.s3.test`` get
   separate connections, as they would against a real server.
 
-Host naming that works with the servers of :mod:`tests.servers` (verified in
+Host naming that works with the servers of :mod:`tests.support.servers` (verified in
 ``tests/test_servers.py``):
 
 - The domain is ``s3.test`` (``.test`` is reserved by RFC 2606, so it never resolves for
@@ -21,7 +21,7 @@ Host naming that works with the servers of :mod:`tests.servers` (verified in
   ``s3.test:PORT`` or ``127.0.0.1:PORT``.
 - moto: any host name with a dot that is not an IP address, ``localhost*`` or a custom endpoint
   is read as ``<bucket>.<anything>``: the bucket is the FIRST label (so bucket names with dots
-  cannot be virtual-hosted on moto). ``tests.servers`` starts moto with
+  cannot be virtual-hosted on moto). ``tests.support.servers`` starts moto with
   ``MOTO_S3_CUSTOM_ENDPOINTS=http://s3.test:PORT`` so that the bare ``s3.test:PORT`` is path
   style instead of bucket ``s3``. ``mybucket.localhost`` would also work on moto, but not on
   s3rver (see below), hence ``s3.test``.

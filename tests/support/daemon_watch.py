@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.mount import log_tail
+from tests.support.mount import log_tail
 
 KiB = 1024
 STACKS_TIMEOUT = 20.0

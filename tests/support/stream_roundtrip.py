@@ -1,6 +1,6 @@
 """Round-trip a large object through the client and report peak RSS (run as a subprocess).
 
-Usage: python -m tests.stream_roundtrip ENDPOINT_HOST PORT SIZE_MIB
+Usage: python -m tests.support.stream_roundtrip ENDPOINT_HOST PORT SIZE_MIB
 Prints one JSON line: sizes, digests and the process's peak RSS in MiB.
 """
 
