@@ -161,3 +161,18 @@ def test_layers_import_only_the_layers_below(layer: str, allowed: tuple[str, ...
             if name in ("s3fmfs", "s3fmfs.__version__"):
                 continue
             assert name.startswith(allowed), f"{path.relative_to(ROOT)} imports {name}"
+
+
+#: ``**`name=`** (default 16)``, ``**`name=`** (seconds, default 5; …)``, ``…`name=` (default 60)``.
+PROSE_DEFAULT = re.compile(r"`(\w+)=`(?:\*\*)? \((?:[a-z]+, )?default ([^;),]+)")
+
+
+def test_defaults_named_in_prose_are_the_tables() -> None:
+    """Reference text may repeat a default; then it must be the table's (one source of truth)."""
+    found = []
+    for page in (ROOT / "docs").glob("*.md"):
+        for name, said in PROSE_DEFAULT.findall(page.read_text()):
+            if name in OPTIONS and OPTIONS[name].default_text is None:  # not computed in words
+                found.append(name)
+                assert said == OPTIONS[name].shown_default, f"{page.name}: {name}= default {said}"
+    assert len(found) >= 8  # the pattern still finds what the pages say
