@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -101,3 +102,18 @@ def memstore(fake_time: FakeTime) -> MemStore:
 def mem_core(memstore: MemStore, fake_time: FakeTime) -> FsCore:
     """The core over ``memstore`` on ``fake_time`` (no nursery: files go up whole at flush)."""
     return make_core(memstore, time=fake_time, uid=1000, gid=1000)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``mounted`` the tests that mount in their own body (``mounted(...)``), in files that
+    mix them with in-process tests, so ``-m "not mounted"`` leaves out every real mount."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None or item.get_closest_marker("mounted") is not None:
+            continue
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        if "mounted(" in source:
+            item.add_marker(pytest.mark.mounted)
