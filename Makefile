@@ -73,10 +73,15 @@ demo: venv
 docs: venv
 	$(PY) -m s3fmfs.config.docs > docs/CONFIGURATION.md
 
-# Benchmark (tests/bench/): its own s3rver on loopback, every workload for s3fmfs, a raw client
-# and the peers installed (s3fs-fuse, rclone mount); prints a table (also written to BENCH_OUT=).
-# PEERS=1 installs the peers from Debian first (s3fs 1.90, rclone 1.60 on Debian 12). Needs root
-# to drop the page cache before each measurement. Sizes and runs: BENCH_* (tests/bench/config.py).
+# Benchmark (tests/bench/): its own s3rver, every workload for s3fmfs, a raw client and the
+# peers installed (s3fs-fuse, rclone mount); prints one table per latency mode, loopback and
+# 10 ms each way through tests/support/latency_proxy.py (BENCH_LATENCY_MS=0,10; =10 alone: just
+# that one), with the requests per file each system made, and the CPU-per-request
+# microbenchmark (also written to BENCH_OUT=). PEERS=1 installs the peers from Debian first
+# (s3fs 1.90, rclone 1.60 on Debian 12). Needs root to drop the page cache before each
+# measurement. Sizes, runs, timeouts: BENCH_* (tests/bench/config.py). Expect roughly 30-40 min
+# with both peers on 2 cores (loopback alone ~8 min); a peer past BENCH_PEER_TIMEOUT (180 s, e.g.
+# rclone's ls -l of 10,000 objects at 10 ms) is shown as timed out; BENCH_PEER_RUNS=1 saves more.
 bench: deps
 	@if [ "$(PEERS)" = 1 ]; then missing=""; \
 	  for p in s3fs rclone; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -2,7 +2,8 @@
 checks reject wrong results (so a broken filesystem cannot produce a number).
 
 The end-to-end run uses its own s3rver, s3fmfs only (no peers), one run, a 4 MiB object, 40
-listed objects and 25 small files: well under a minute.
+listed objects and 25 small files, on loopback and behind the latency proxy (10 ms): about a
+minute. The report's and settings' logic is tested without FUSE in test_bench_report.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import checks, report
+from tests.bench import checks
 from tests.bench.config import Config, ConfigError
 from tests.bench.data import MiB, big_bytes, ls_objects, small_tree, write_big
 from tests.support.servers import S3RVER_JS
@@ -47,6 +48,7 @@ def test_tiny_bench_run(tmp_path: Path) -> None:
         "BENCH_OUT": str(out),
         "BENCH_JSON": str(js),
         "BENCH_TIMEOUT": "30",
+        "BENCH_LATENCY_MS": "0,10",
         "XDG_CACHE_HOME": str(tmp_path / "xdg"),  # s3fmfs's default metadata cache: unused
         "HOME": str(tmp_path / "home"),
     }
@@ -56,24 +58,34 @@ def test_tiny_bench_run(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=150,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(js.read_text())
-    assert results["failures"] == {}, results["failures"]
-    assert results["systems"] == ["raw", "s3fmfs"]
-    for metric in ("read", "write", "ls", "ls-warm", "ls-again", "untar", "grep", "find"):
-        for system in ("raw", "s3fmfs"):
-            values = results["values"][f"{metric}|{system}"]
-            assert len(values) == 1 and values[0] > 0, (metric, system, values)
-    for workload in ("read", "write", "ls", "untar", "grep", "find"):
-        (peak,) = results["rss"][f"{workload}|s3fmfs"]
-        assert 5e6 < peak < 1e9, (workload, peak)  # a real daemon's VmHWM, in bytes
+    modes = json.loads(js.read_text())["modes"]
+    assert list(modes) == ["0", "10"]
+    for results in modes.values():
+        assert results["failures"] == {}, results["failures"]
+        assert results["systems"] == ["raw", "s3fmfs"]
+        for metric in ("read", "write", "ls", "ls-warm", "ls-again", "untar", "grep", "find"):
+            for system in ("raw", "s3fmfs"):
+                values = results["values"][f"{metric}|{system}"]
+                assert len(values) == 1 and values[0] > 0, (metric, system, values)
+        for workload in ("read", "write", "ls", "untar", "grep", "find"):
+            (peak,) = results["rss"][f"{workload}|s3fmfs"]
+            assert 5e6 < peak < 1e9, (workload, peak)  # a real daemon's VmHWM, in bytes
+            for system in ("raw", "s3fmfs"):
+                (counts,) = results["requests"][f"{workload}|{system}"]
+                assert sum(counts.values()) > 0, (workload, system)
+        # the raw grep: one listing, one GET per file, nothing else
+        (grep,) = results["requests"]["grep|raw"]
+        assert {k: n for k, n in grep.items() if n} == {"GET": 25, "LIST": 1}
     text = out.read_text()
     assert text == done.stdout
     for label in ("read a 4 MiB object", "`ls -l` of a folder of 40 objects", "untar 25 small"):
         assert label in text
+    assert "## Loopback" in text and "## 10 ms each way" in text
+    assert "| grep | GET 1 LIST 0.04 |" in text
     with open("/proc/self/mountinfo") as f:
         assert "s3fmfs-bench-" not in f.read(), "a benchmark mount was left behind"
     # every mount had its own cache_dir: nothing went to the user's cache
@@ -123,31 +135,7 @@ def test_checks_reject_wrong_results(tmp_path: Path) -> None:
         checks.dd_bytes("dd: error reading: Input/output error\n")
 
 
-def test_targets_and_settings() -> None:
-    table = report.metrics(1024, 10_000, 1475)
-    results = report.Results(["raw", "s3fmfs", "s3fs"])
-    results.add("raw", "write", {"write": 100.0}, None)
-    results.add("s3fmfs", "write", {"write": 79.0}, 50_000_000)
-    results.add("raw", "find", {"find": 1.0}, None)
-    results.add("s3fmfs", "find", {"find": 1.9}, 120_000_000)
-    results.add("s3fs", "read", {"read": 400.0}, 1)
-    results.add("s3fmfs", "read", {"read": 450.0}, 1)
-    results.fail("s3fs", "find", "boom")
-    held = {v.metric: v.holds for v in report.verdicts(results, table)}
-    assert held == {
-        "read": True,
-        "write": False,
-        "ls": None,
-        "ls-warm": None,
-        "ls-again": None,
-        "untar": None,
-        "grep": None,
-        "find": True,
-    }
-    assert report.rss_verdicts(results, ["write", "find"]) == {"write": True, "find": False}
-    text = report.render(results, table, "header")
-    assert "failed [1]" in text and "[1] s3fs, find: boom" in text
-
+def test_settings() -> None:
     cfg = Config.from_env({"BENCH_RUNS": "5", "BENCH_PEERS": "rclone", "BENCH_WORKLOADS": "ls"})
     assert (cfg.runs, cfg.peer_runs, cfg.peers, cfg.workloads) == (5, 5, ("rclone",), ("ls",))
     assert Config.from_env({}).peers == "auto"

@@ -15,6 +15,12 @@ its command-line variables through the environment, so ``make bench BENCH_RUNS=1
 | ``BENCH_JSON`` | (none) | where the raw results are written as JSON |
 | ``BENCH_STRICT`` | 0 | 1: exit 1 when a target is missed too |
 | ``BENCH_TIMEOUT`` | 900 | seconds one workload command may take |
+| ``BENCH_PEER_TIMEOUT`` | 180 | the same for s3fs and rclone, then ``timed out`` (run goes on) |
+| ``BENCH_LATENCY_MS`` | ``0,10`` | one table per value, ms each way (0: loopback); see below |
+
+``BENCH_LATENCY_MS=N`` (N > 0): every measured system (raw, s3fmfs and the peers) talks to
+s3rver through one latency proxy (``tests/support/latency_proxy.py``) delaying every byte N ms
+each way; ``BENCH_LATENCY_MS=10`` alone gives just that table. Seeding and checks go direct.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class Config:
     json_out: str = ""
     strict: bool = False
     timeout: float = 900.0
+    peer_timeout: float = 180.0
+    latencies: tuple[int, ...] = (0, 10)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -96,4 +104,17 @@ class Config:
             json_out=env.get("BENCH_JSON", "").strip(),
             strict=env.get("BENCH_STRICT", "0").strip() not in ("", "0", "no", "false"),
             timeout=float(_int(env, "BENCH_TIMEOUT", 900)),
+            peer_timeout=float(_int(env, "BENCH_PEER_TIMEOUT", 180)),
+            latencies=_latencies(env),
         )
+
+
+def _latencies(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = env.get("BENCH_LATENCY_MS", "").strip() or "0,10"
+    out: list[int] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part.isdigit():
+            raise ConfigError(f"BENCH_LATENCY_MS={raw!r}: expected milliseconds, e.g. 0,10")
+        if int(part) not in out:
+            out.append(int(part))
+    return tuple(out)

@@ -1,8 +1,12 @@
 """``python -m tests.bench.run``: the whole benchmark (settings: :mod:`tests.bench.config`).
 
-Starts s3rver, seeds it once, measures every workload for raw, s3fmfs and the installed peers
-(runs interleaved: run 1 of each system, then run 2…), prints the report on stdout and writes
-it to ``BENCH_OUT`` (default: a temporary file, named on stderr). Progress goes to stderr.
+Starts the counting s3rver (:mod:`tests.bench.counting`), seeds it once (directly), runs the
+microbenchmark once on loopback (``tests/bench/micro.py``, when present), then for each latency
+mode (``BENCH_LATENCY_MS``: loopback, then each N behind one latency proxy that every measured
+system goes through) measures every workload for raw, s3fmfs and the installed peers (runs
+interleaved: run 1 of each system, then run 2…). Prints the report (one table per mode) on
+stdout and writes it to ``BENCH_OUT`` (default: a temporary file, named on stderr). Progress
+goes to stderr. A peer that takes longer than ``BENCH_PEER_TIMEOUT`` is shown as timed out.
 
 Exit status: 0; 1 when a measurement of s3fmfs or raw failed (or, with ``BENCH_STRICT=1``, a
 target was missed); 2 for bad settings or when s3rver/FUSE are missing.
@@ -10,8 +14,12 @@ target was missed); 2 for bad settings or when s3rver/FUSE are missing.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -22,14 +30,18 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.bench import report, workloads
+from tests.bench import checks, report, workloads
 from tests.bench.config import Config, ConfigError
+from tests.bench.counting import CountingS3rver, Meter, counting_s3rver
 from tests.bench.data import MiB, ls_objects, small_tree, write_big, write_tarball
 from tests.bench.raw import Bucket, seed
 from tests.bench.systems import PEER_BINARIES, Mounter, Target, drop_caches
-from tests.support.servers import S3RVER_JS, s3rver
+from tests.support.latency_proxy import latency_proxy
+from tests.support.servers import S3RVER_JS, S3Server
 
 BUCKET = "bench"
 
@@ -128,6 +140,31 @@ def one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+@contextlib.contextmanager
+def endpoint(server: CountingS3rver, latency_ms: int) -> Iterator[S3Server]:
+    """Where the measured systems connect in a mode: s3rver's counted port, or a proxy N ms
+    away in front of it."""
+    if latency_ms == 0:
+        yield server.measured
+        return
+    measured = server.measured
+    with latency_proxy(measured.host, measured.port, latency_ms) as proxy:
+        yield dataclasses.replace(measured, host=proxy.host, port=proxy.port)
+
+
+def microbenchmark(server: S3Server) -> tuple[dict[str, float] | None, str]:
+    """``tests.bench.micro.measure`` once (its figures, or None and why)."""
+    if importlib.util.find_spec("tests.bench.micro") is None:
+        return None, ""
+    try:
+        micro: Any = importlib.import_module("tests.bench.micro")
+        figures = micro.measure(server, BUCKET)
+        return {str(k): float(v) for k, v in figures.items()}, ""
+    except Exception as exc:  # the rest of the run is still worth having
+        log(f"microbenchmark failed: {exc}\n{traceback.format_exc(limit=3)}")
+        return None, f"failed: {one_line(exc)}"
+
+
 def main() -> int:
     try:
         cfg = Config.from_env()
@@ -147,9 +184,14 @@ def main() -> int:
 
     peers, notes = choose_peers(cfg)
     systems = ["raw", "s3fmfs", *peers]
-    results = report.Results(systems, runs={s: cfg.runs for s in ("raw", "s3fmfs")})
-    results.runs.update({p: cfg.peer_runs for p in peers})
-    results.notes += notes
+    modes: dict[int, report.Results] = {}
+    for latency in cfg.latencies:
+        results = report.Results(systems, runs={s: cfg.runs for s in ("raw", "s3fmfs")})
+        results.runs.update({p: cfg.peer_runs for p in peers})
+        results.latency_ms = latency
+        results.units = {w: report.units(w, cfg.ls_objects, cfg.small_files) for w in cfg.workloads}
+        modes[latency] = results
+    general = list(notes)
     started = datetime.datetime.now().astimezone()
     source = source_description()
     fingerprints: set[str] = set()
@@ -158,6 +200,8 @@ def main() -> int:
     big_size = cfg.big_mib * MiB
     big_dir = big_source_dir(big_size, workdir)
     failed_core = False
+    micro: dict[str, float] | None = None
+    micro_note = ""
     try:
         files = small_tree(cfg.small_files)
         tarball = workdir / "small-files.tar"
@@ -165,76 +209,115 @@ def main() -> int:
         big_src = big_dir / "big.bin"
         write_big(big_src, cfg.big_mib)
         expected_ls = ls_objects(cfg.ls_objects)
-        with s3rver() as server:
-            bucket = Bucket(server, BUCKET)
-            log(f"s3rver on {server.endpoint}; seeding {cfg.big_mib} MiB, {cfg.ls_objects} "
-                f"objects, {cfg.small_files} files")  # fmt: skip
+        with counting_s3rver() as server:
+            bucket = Bucket(server.control, BUCKET)
+            log(f"s3rver on {server.measured.endpoint}, control {server.control.endpoint}; "
+                f"seeding {cfg.big_mib} MiB, {cfg.ls_objects} objects, "
+                f"{cfg.small_files} files")  # fmt: skip
             t0 = time.perf_counter()
             seed(bucket, big_src, expected_ls, files)
             log(f"seeded in {time.perf_counter() - t0:.1f}s")
-            ctx = workloads.Context(
-                bucket, big_src, big_size, expected_ls, files, tarball, cfg.timeout
-            )
-            target = Target(server, BUCKET, workdir, cfg.s3fmfs_options)
+            micro, micro_note = microbenchmark(server.control)
             dropped: list[bool] = []
 
             def drop() -> None:
                 dropped.append(drop_caches())
 
-            for workload in cfg.workloads:
-                for run in range(max(results.runs.values())):
-                    for system in systems:
-                        if run >= results.runs[system]:
-                            continue
-                        if system == "s3fmfs":
-                            fingerprints.add(source_fingerprint())
-                        failed_core |= not measure(
-                            system, workload, run, ctx, target, drop, results
-                        )
+            for latency, results in modes.items():
+                with endpoint(server, latency) as measured:
+                    log(f"mode: {report.mode_name(latency)} (systems connect to "
+                        f"{measured.endpoint})")  # fmt: skip
+                    ctx = workloads.Context(
+                        bucket,
+                        Bucket(measured, BUCKET),
+                        big_src,
+                        big_size,
+                        expected_ls,
+                        files,
+                        tarball,
+                        cfg.timeout,
+                        Meter(None),
+                    )
+                    target = Target(measured, BUCKET, workdir, cfg.s3fmfs_options)
+                    for workload in cfg.workloads:
+                        for run in range(max(results.runs.values())):
+                            for system in systems:
+                                if run >= results.runs[system]:
+                                    continue
+                                if system == "s3fmfs":
+                                    fingerprints.add(source_fingerprint())
+                                timeout = cfg.timeout
+                                if system in peers:
+                                    timeout = min(cfg.timeout, cfg.peer_timeout)
+                                one = dataclasses.replace(ctx, timeout=timeout, meter=Meter(server))
+                                tag = f"{latency}ms-{workload}-{system}-{run}"
+                                failed_core |= not measure(
+                                    system, workload, tag, one, target, drop, results
+                                )
             if dropped and not all(dropped):
-                results.notes.append("caches NOT dropped (needs root): numbers are warm-cache")
+                general.append("caches NOT dropped (needs root): numbers are warm-cache")
         if cfg.runs != cfg.peer_runs and peers:
-            results.notes.append(
+            general.append(
                 f"median of {cfg.runs} runs for raw and s3fmfs, {cfg.peer_runs} for the peers"
             )
         if len(fingerprints) > 1:
-            results.notes.append(
+            general.append(
                 f"s3fmfs's sources changed during the run ({len(fingerprints)} versions "
                 "mounted): its medians mix them"
             )
-        results.notes.append(
+        general.append(
             f"load average (1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} "
             "at the end: the machine is shared, read ratios rather than absolute numbers"
         )
-        results.notes += versions(peers)
+        general += versions(peers)
     finally:
         if big_dir != workdir:
             shutil.rmtree(big_dir, ignore_errors=True)
-        keep_logs = failed_core or any(results.failures)
+        keep_logs = failed_core or any(r.failures for r in modes.values())
         if keep_logs:
             (workdir / "small-files.tar").unlink(missing_ok=True)
             log(f"daemon logs kept in {workdir / 'logs'}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    table = report.metrics(cfg.big_mib, cfg.ls_objects, cfg.small_files)
-    table = [m for m in table if m.workload in cfg.workloads]
     runs = f"median of {cfg.runs}" if cfg.runs > 1 else "1 run"
     header = (
-        f"s3fmfs benchmark, {started:%Y-%m-%d %H:%M %Z}, {machine()}; s3rver on loopback, "
-        f"{runs}; fresh mount and dropped caches before every measurement; s3fmfs {source}"
+        f"s3fmfs benchmark, {started:%Y-%m-%d %H:%M %Z}, {machine()}; s3rver, {runs}; fresh "
+        f"mount and dropped caches before every measurement; s3fmfs {source}"
     )
-    text = report.render(results, table, header)
+    command_line = " ".join(
+        f"{k}={v}"
+        for k, v in sorted(os.environ.items())
+        if k.startswith("BENCH_") and k not in ("BENCH_OUT", "BENCH_JSON")
+    )
+    parts = [header, "", f"Settings: {command_line or '(defaults)'}", ""]
+    parts.append(report.render_micro(micro, micro_note))
+    missed: list[str] = []
+    if micro is not None and micro.get("head_ms", 0.0) > report.HEAD_CPU_LIMIT_MS:
+        missed.append("micro: CPU per HEAD")
+    for latency, results in modes.items():
+        table = report.metrics(cfg.big_mib, cfg.ls_objects, cfg.small_files, latency)
+        table = [m for m in table if m.workload in cfg.workloads]
+        title = f"## {report.mode_name(latency).capitalize()}"
+        if latency:
+            title += " (every measured system behind the latency proxy)"
+        parts.append(report.render(results, table, title))
+        missed += [f"{report.mode_name(latency)}: {m}" for m in report.missed(results, table)]
+    parts.append("Targets missed: " + ("; ".join(missed) if missed else "none") + "\n")
+    if general:
+        parts.append("Notes:\n\n" + "".join(f"- {note}\n" for note in general))
+    text = "\n".join(parts)
     sys.stdout.write(text)
     out = Path(cfg.out) if cfg.out else Path(tempfile.mkstemp(prefix="bench-", suffix=".md")[1])
     out.write_text(text)
     log(f"report written to {out}")
     if cfg.json_out:
-        Path(cfg.json_out).write_text(json.dumps(results.to_json(), indent=1))
-    missed = [v.metric for v in report.verdicts(results, table) if v.holds is False]
-    missed += [
-        f"rss:{w}" for w, ok in report.rss_verdicts(results, list(cfg.workloads)).items() if not ok
-    ]
+        data = {
+            "micro": micro,
+            "modes": {str(lat): r.to_json() for lat, r in modes.items()},
+            "missed": missed,
+        }
+        Path(cfg.json_out).write_text(json.dumps(data, indent=1))
     if failed_core:
         log("a measurement of s3fmfs or raw failed")
         return 1
@@ -247,27 +330,43 @@ def main() -> int:
 def measure(
     system: str,
     workload: str,
-    run: int,
+    tag: str,
     ctx: workloads.Context,
     target: Target,
     drop: workloads.Drop,
     results: report.Results,
 ) -> bool:
-    """One measurement, recorded in ``results``; False when it failed for raw or s3fmfs."""
-    tag = f"{workload}-{system}-{run}"
+    """One measurement, recorded in ``results`` with its request counts; False when it failed
+    for raw or s3fmfs (a peer's failure or timeout is only recorded)."""
     t0 = time.perf_counter()
+
+    def drop_and_count() -> None:
+        drop()
+        ctx.meter.start()
+
     try:
         if system == "raw":
-            values = workloads.raw_workload(workload, ctx, tag, drop)
+            values = workloads.raw_workload(workload, ctx, tag, drop_and_count)
             rss = None
         else:
             mounter = Mounter(system, target, tag)
-            values = workloads.MOUNTED[workload](mounter, ctx, tag, drop)
+            values = workloads.MOUNTED[workload](mounter, ctx, tag, drop_and_count)
             rss = mounter.peak_rss
-        results.add(system, workload, values, rss)
+        results.add(system, workload, values, rss, ctx.meter.delta)
         shown = ", ".join(f"{k}={v:.3g}" for k, v in values.items())
         rss_text = f", peak RSS {rss / 1e6:.0f} MB" if rss else ""
-        log(f"{tag}: {shown}{rss_text} ({time.perf_counter() - t0:.1f}s)")
+        counts = ctx.meter.delta or {}
+        asked = " ".join(f"{k}={n}" for k, n in counts.items() if n)
+        log(f"{tag}: {shown}{rss_text}; requests {asked or 'none'} "
+            f"({time.perf_counter() - t0:.1f}s)")  # fmt: skip
+        return True
+    except (subprocess.TimeoutExpired, checks.CheckError) as exc:
+        if system in ("raw", "s3fmfs") or not timed_out(exc):
+            results.fail(system, workload, one_line(exc))
+            log(f"{tag}: FAILED: {exc}\n{traceback.format_exc(limit=3)}")
+            return system not in ("raw", "s3fmfs")
+        results.fail(system, workload, f"{report.TIMED_OUT} (> {ctx.timeout:.0f} s)")
+        log(f"{tag}: timed out after {ctx.timeout:.0f}s")
         return True
     except Exception as exc:  # a failed measurement is a result
         results.fail(system, workload, one_line(exc))
@@ -278,6 +377,11 @@ def measure(
             workloads.cleanup(workload, ctx, tag)
         except Exception as exc:
             log(f"{tag}: cleanup failed: {one_line(exc)}")
+
+
+def timed_out(exc: Exception) -> bool:
+    """A command past its timeout, or an upload not complete by then."""
+    return isinstance(exc, subprocess.TimeoutExpired) or "not complete after" in str(exc)
 
 
 if __name__ == "__main__":

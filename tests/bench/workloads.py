@@ -1,6 +1,8 @@
 """The workloads on a mounted system; each returns metric → value after checking its result.
 
-``drop()`` is called right before the timer starts (after any untimed preparation).
+``drop()`` is called right before the timer starts (after any untimed preparation); it also
+starts ``ctx.meter`` (the server-side request counts, :mod:`tests.bench.counting`), which each
+workload stops right after its timed part, before its checks.
 
 - read: ``dd if=MNT/big/big.bin of=/dev/null bs=1M``; checks dd's byte count and sampled
   ranges read again (``pread``) through the mount.
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench import checks, raw
+from tests.bench.counting import Meter
 from tests.bench.data import NEEDLE, SmallFile
 from tests.bench.systems import Mounter
 
@@ -37,13 +40,15 @@ POLL_INTERVAL = 0.1
 
 @dataclass(frozen=True)
 class Context:
-    bucket: raw.Bucket
+    bucket: raw.Bucket  # the bench's own view (s3rver's control port): seeding, checks, polls
+    via: raw.Bucket  # where the measured systems go: counted port, or the latency proxy
     big_src: Path  # the big object as a local file (tmpfs when possible)
     big_size: int
     ls_expected: dict[str, int]
     files: list[SmallFile]
     tarball: Path
     timeout: float
+    meter: Meter
 
 
 Drop = Callable[[], None]
@@ -84,6 +89,7 @@ def _read(mnt: Path, ctx: Context, drop: Drop) -> Metrics:
     path = mnt / "big" / "big.bin"
     drop()
     _, err, elapsed = command(["dd", f"if={path}", "of=/dev/null", "bs=1M"], ctx.timeout)
+    ctx.meter.stop()
     checks.check_size("dd read", checks.dd_bytes(err), ctx.big_size)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -111,6 +117,7 @@ def _write(mnt: Path, ctx: Context, tag: str, drop: Drop) -> Metrics:
     elapsed = wait_until(
         lambda: ctx.bucket.head_size(key) == ctx.big_size, start, ctx.timeout, "upload"
     )
+    ctx.meter.stop()
     raw.check_big_object(ctx.bucket, key, ctx.big_size, "write")
     return {"write": ctx.big_size / MB / elapsed}
 
@@ -126,6 +133,7 @@ def ls(mounter: Mounter, ctx: Context, tag: str, drop: Drop) -> Metrics:
     with mounter.mount(state) as mnt:
         drop()
         first = _ls(mnt, ctx)
+        ctx.meter.stop()
         again = _ls(mnt, ctx)
     with mounter.mount(state) as mnt:
         drop()
@@ -155,6 +163,7 @@ def _untar(mnt: Path, ctx: Context, tag: str, drop: Drop) -> Metrics:
         ctx.timeout,
         "untar upload",
     )
+    ctx.meter.stop()
     sample = checks.sample_files(ctx.files)
     bodies = ctx.bucket.bodies({f.path: prefix + f.path for f in sample})
     checks.check_bodies("untar", bodies, ctx.files)
@@ -170,6 +179,7 @@ def _grep(mnt: Path, ctx: Context, tag: str, drop: Drop) -> Metrics:
     root = str(mnt / "src")
     drop()
     out, _, elapsed = command(["grep", "-r", "-c", NEEDLE.decode(), root], ctx.timeout, ok=(0, 1))
+    ctx.meter.stop()
     checks.check_grep_output(out, root, ctx.files)
     return {"grep": len(ctx.files) / elapsed}
 
@@ -185,6 +195,7 @@ def _find(mnt: Path, ctx: Context, tag: str, drop: Drop) -> Metrics:
     out, _, elapsed = command(
         ["find", root, "-type", "f", "-exec", "stat", "-c", "%s %n", "{}", "+"], ctx.timeout
     )
+    ctx.meter.stop()
     checks.check_stat_output(out, root, ctx.files)
     return {"find": elapsed}
 
@@ -200,26 +211,36 @@ MOUNTED: dict[str, Callable[[Mounter, Context, str, Drop], Metrics]] = {
 
 
 def raw_workload(workload: str, ctx: Context, tag: str, drop: Drop) -> Metrics:
-    """The raw baseline of ``workload`` (see :mod:`tests.bench.raw`)."""
-    bucket = ctx.bucket
+    """The raw baseline of ``workload`` (see :mod:`tests.bench.raw`): timed requests through
+    ``ctx.via``, checks through ``ctx.bucket``."""
+    bucket, via = ctx.bucket, ctx.via
     drop()
+    out: Metrics
     if workload == "read":
-        elapsed = raw.read(bucket, "big/big.bin", ctx.big_size, ctx.timeout)
-        return {"read": ctx.big_size / MB / elapsed}
-    if workload == "write":
-        elapsed = raw.write(bucket, write_key(tag), ctx.big_src, ctx.big_size, ctx.timeout)
-        return {"write": ctx.big_size / MB / elapsed}
-    if workload == "ls":
-        elapsed = raw.ls(bucket, "ls/", ctx.ls_expected)
-        return {"ls": elapsed, "ls-warm": elapsed, "ls-again": elapsed}
-    if workload == "untar":
-        elapsed = raw.untar(bucket, untar_prefix(tag), ctx.tarball, ctx.files)
-        return {"untar": len(ctx.files) / elapsed}
-    if workload == "grep":
-        return {"grep": len(ctx.files) / raw.grep(bucket, "src/", ctx.files)}
-    if workload == "find":
-        return {"find": raw.stat(bucket, "src/", ctx.files)}
-    raise ValueError(f"unknown workload {workload!r}")
+        elapsed = raw.read(via, "big/big.bin", ctx.big_size, ctx.timeout)
+        out = {"read": ctx.big_size / MB / elapsed}
+    elif workload == "write":
+        key = write_key(tag)
+        elapsed = raw.write(bucket, via, key, ctx.big_src, ctx.big_size, ctx.timeout)
+        ctx.meter.stop()
+        bucket.delete(key)
+        drop()
+        put = raw.write_put(bucket, via, key, ctx.big_src, ctx.big_size, ctx.timeout)
+        out = {"write": ctx.big_size / MB / elapsed, "write-put": ctx.big_size / MB / put}
+    elif workload == "ls":
+        elapsed = raw.ls(via, "ls/", ctx.ls_expected)
+        out = {"ls": elapsed, "ls-warm": elapsed, "ls-again": elapsed}
+    elif workload == "untar":
+        elapsed = raw.untar(bucket, via, untar_prefix(tag), ctx.tarball, ctx.files)
+        out = {"untar": len(ctx.files) / elapsed}
+    elif workload == "grep":
+        out = {"grep": len(ctx.files) / raw.grep(via, "src/", ctx.files)}
+    elif workload == "find":
+        out = {"find": raw.stat(via, "src/", ctx.files)}
+    else:
+        raise ValueError(f"unknown workload {workload!r}")
+    ctx.meter.stop()  # the checks went to the control port: not counted anyway
+    return out
 
 
 def cleanup(workload: str, ctx: Context, tag: str) -> None:
