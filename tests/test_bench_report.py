@@ -179,3 +179,48 @@ def test_counting_s3rver_counts_measured_requests_by_kind(tmp_path: Path) -> Non
         )
         with pytest.raises(Exception, match=r"403|Forbidden|SignatureDoesNotMatch"):
             wrong.head_object(Bucket="bench-count", Key="big")
+
+
+def test_microbenchmark_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.py calls ``tests.bench.micro.measure`` when the module exists, in its own bucket,
+    and turns its absence or failure into a line of the report, not a failed run."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    from tests.bench import run
+    from tests.support.servers import S3Server
+
+    server = S3Server("127.0.0.1", 1, "k", "s")
+    created: list[str] = []
+    monkeypatch.setattr(Bucket, "create", lambda self: created.append(self.name))
+    fake = types.ModuleType("tests.bench.micro")
+    fake.__spec__ = importlib.machinery.ModuleSpec("tests.bench.micro", None)
+    calls: list[tuple[S3Server, str]] = []
+
+    def measure(srv: S3Server, bucket: str, n: int = 2000) -> dict[str, float]:
+        calls.append((srv, bucket))
+        return {"head_ms": 0.25, "get4k_ms": 0.4, "put4k_ms": 0.5}
+
+    fake.measure = measure  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests.bench.micro", fake)
+    assert run.microbenchmark(server) == ({"head_ms": 0.25, "get4k_ms": 0.4, "put4k_ms": 0.5}, "")
+    assert calls == [(server, run.MICRO_BUCKET)] and created == [run.MICRO_BUCKET]
+
+    def broken(srv: S3Server, bucket: str, n: int = 2000) -> dict[str, float]:
+        raise RuntimeError("no store")
+
+    fake.measure = broken  # type: ignore[attr-defined]
+    figures, note = run.microbenchmark(server)
+    assert figures is None and "no store" in note
+    assert "not available (failed: RuntimeError: no store)" in report.render_micro(figures, note)
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "tests.bench.micro")
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tests.bench.micro" else real_find_spec(name, *a),
+    )
+    assert run.microbenchmark(server) == (None, "")

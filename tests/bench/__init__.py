@@ -4,9 +4,15 @@ Run ``python -m tests.bench.run`` from the repository root (``make bench`` does,
 ``make deps``; ``make bench PEERS=1`` installs Debian's ``s3fs`` and ``rclone`` first).
 
 Invariants:
-- One s3rver (``tests.support.servers.s3rver``, with ``NODE_OPTIONS=--openssl-legacy-provider``) per
-  run, on a port it picks, seeded once (:mod:`tests.bench.data`): a big object, a folder of
-  many small objects, and a source-tree-like set of small text files (also kept as a tarball).
+- One s3rver per run (:mod:`tests.bench.counting`: s3rver 3.x through a node wrapper, with
+  ``NODE_OPTIONS=--openssl-legacy-provider``) on ports it picks, seeded once, directly
+  (:mod:`tests.bench.data`): a big object, a folder of many small objects, and a
+  source-tree-like set of small text files (also kept as a tarball). It counts the requests
+  the measured systems make on their port, by kind; the bench's own requests (seeding, checks,
+  polls) go to a second, uncounted port.
+- One table per latency mode (``BENCH_LATENCY_MS``): 0 = the systems connect to s3rver on
+  loopback; N = every measured system (raw, s3fmfs, peers) connects through one
+  :mod:`tests.support.latency_proxy` process N ms away each way.
 - Every measurement of a mounted system gets a fresh mount (:mod:`tests.bench.systems`) and
   dropped page/dentry/inode caches (``echo 3 > /proc/sys/vm/drop_caches``, root only: when it
   cannot, the report says so); the raw baseline (:mod:`tests.bench.raw`) gets dropped caches

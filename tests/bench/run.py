@@ -152,13 +152,17 @@ def endpoint(server: CountingS3rver, latency_ms: int) -> Iterator[S3Server]:
         yield dataclasses.replace(measured, host=proxy.host, port=proxy.port)
 
 
+MICRO_BUCKET = "bench-micro"
+
+
 def microbenchmark(server: S3Server) -> tuple[dict[str, float] | None, str]:
-    """``tests.bench.micro.measure`` once (its figures, or None and why)."""
+    """``tests.bench.micro.measure`` once, in its own bucket (its figures, or None and why)."""
     if importlib.util.find_spec("tests.bench.micro") is None:
         return None, ""
     try:
         micro: Any = importlib.import_module("tests.bench.micro")
-        figures = micro.measure(server, BUCKET)
+        Bucket(server, MICRO_BUCKET).create()
+        figures = micro.measure(server, MICRO_BUCKET)
         return {str(k): float(v) for k, v in figures.items()}, ""
     except Exception as exc:  # the rest of the run is still worth having
         log(f"microbenchmark failed: {exc}\n{traceback.format_exc(limit=3)}")
