@@ -64,8 +64,9 @@ def kind(request: Request) -> str:
 
 
 def counts(proxy: FaultProxy, since: int = 0) -> Counter[str]:
-    """Requests forwarded since the ``since``-th, by kind."""
-    return Counter(kind(r) for r in proxy.log[since:])
+    """Requests forwarded since the ``since``-th, by kind; without the mount's one look for
+    unfinished uploads (in the background after mounting: it may land in any window)."""
+    return Counter(k for k in (kind(r) for r in proxy.log[since:]) if k != "UPLOADS")
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_untar_is_one_put_per_file(
         assert done.returncode == 0, done.stderr
         again = counts(proxy, before)
         print("grep -r after untar", dict(again))
-        assert again - Counter(UPLOADS=1) == Counter(GET=sum(1 for v in files.values() if v))
+        assert again == Counter(GET=sum(1 for v in files.values() if v))
         # a change after the upload is still a copy in place
         before = len(proxy.log)
         os.chmod(mnt / "src/p0/f000.c", 0o600)
