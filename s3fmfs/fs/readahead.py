@@ -56,7 +56,7 @@ Stream = Callable[[int, int, Sink], Awaitable[None]]
 
 MIN_WINDOW = 1 << 20
 MAX_WINDOW = 64 << 20
-#: Objects up to this size come in one GET when a handle's first read is at offset 0. Whoever
+#: Objects up to this size come in one GET when a handle's first read is near the start. Whoever
 #: starts at 0 nearly always reads on to the end (cat, grep, cp, compilers), and a GET costs a
 #: round trip whatever its length: a 1-4 MiB file in 1 MiB windows is 2-4 GETs, 2-3 round trips
 #: apart. A reader that stops early wastes at most 4 MiB of transfer (about 30 ms at 1 Gb/s, a
