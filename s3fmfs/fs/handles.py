@@ -12,6 +12,9 @@ Invariants:
   ``get_range_into`` when it has one), the bytes held within the mount's ``ReadBudget``
   (``readahead_mb``); release and seeks cancel them. Without a nursery (tests driving the core
   directly) reads fetch their own blocks. Reads of a buffered file come from the buffer.
+- Requests: an open sends none (the pin is made from the attributes the kernel was given; a
+  pin without an ETag HEADs at its first read); a read at or past the pinned size sends none;
+  a small object comes whole in the first read's GET (``readahead.WHOLE_OBJECT``).
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
 - A read of a pin gone stale is ESTALE (logged once per handle); at the pin's last release

@@ -9,7 +9,10 @@ Invariants:
   at most ``max_inflight`` GETs in flight at once, each at most ``part_size`` long; the window
   doubles (up to ``max_window``: the budget plus one part, at most ``MAX_WINDOW``) each time
   the reader leaves a block behind. A first read, or the first after a seek, fetches one
-  ``min_window`` block and nothing ahead.
+  ``min_window`` block and nothing ahead; except the handle's first read near the start
+  (before ``SLACK``: the kernel's concurrent reads may arrive out of order) of an object of at
+  most ``whole_object`` bytes (``WHOLE_OBJECT``, within the budget): one block, the whole
+  object, so a small file costs one GET however it is read (``cat``, ``grep``).
 - A block fills chunk by chunk as its GET streams in; a read waits only for the bytes it
   needs, not for the whole block. Chunks are kept as they arrived (never joined into a block);
   a read copies out only its own bytes (none when it is exactly one chunk).
@@ -53,6 +56,13 @@ Stream = Callable[[int, int, Sink], Awaitable[None]]
 
 MIN_WINDOW = 1 << 20
 MAX_WINDOW = 64 << 20
+#: Objects up to this size come in one GET when a handle's first read is near the start. Whoever
+#: starts at 0 nearly always reads on to the end (cat, grep, cp, compilers), and a GET costs a
+#: round trip whatever its length: a 1-4 MiB file in 1 MiB windows is 2-4 GETs, 2-3 round trips
+#: apart. A reader that stops early wastes at most 4 MiB of transfer (about 30 ms at 1 Gb/s, a
+#: few round trips of a distant service), and the block is held within the ``ReadBudget`` like
+#: any read-ahead (past the read's own bytes it waits for room).
+WHOLE_OBJECT = 4 << 20
 #: Blocks are this long at most. A GET costs the daemon and the service a request's work
 #: whatever its length, so parts are long: they cost no memory until their bytes arrive (the
 #: window asks for one part more than the budget holds, see ``ReadAhead.max_window``). 16 MiB
@@ -238,6 +248,7 @@ class ReadAhead:
         max_window: int = MAX_WINDOW,
         part_size: int = RANGE_SIZE,
         max_inflight: int = 4,
+        whole_object: int = WHOLE_OBJECT,
     ) -> None:
         self.budget = budget or ReadBudget(max_window)
         self.nursery = nursery
@@ -248,6 +259,8 @@ class ReadAhead:
         ahead = self.budget.limit + self.part_size if self.budget.limit > 0 else 0
         self.max_window = max(min_window, min(max_window, ahead))
         self.max_inflight = max(1, max_inflight)
+        # never more than read-ahead may hold (readahead_mb=0: only the first window)
+        self.whole_object = max(min_window, min(whole_object, self.budget.limit))
         self.window = min_window
         self.version = -1
         self._blocks: list[_Block] = []
@@ -396,6 +409,15 @@ class ReadAhead:
         limit = file_size if file_size is not None else 1 << 62
         # the blocks this read needs
         mine: list[_Block] = []
+        if (
+            self.fetches == 0
+            and offset < SLACK
+            and file_size is not None
+            and 0 < file_size <= self.whole_object
+        ):
+            # a small object: one GET (from 0 also when the kernel's second read came first)
+            self._next = 0
+            mine.append(self._schedule(file_size, stream))
         while self._next < end:
             length = max(end - self._next, min(self.window, self.part_size))
             mine.append(self._schedule(min(length, max(limit - self._next, 1)), stream))

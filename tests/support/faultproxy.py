@@ -20,7 +20,7 @@ Invariants:
 - With probability ``rate`` a request gets one fault, its kind drawn by ``weights``, from one
   RNG seeded by ``seed``; ``inject`` forces faults on the next matching requests first.
   ``injected`` counts faults by kind, ``forwarded`` the requests the server got (``methods``:
-  by method), ``requests`` all requests read.
+  by method; ``log``: each one, without its body), ``requests`` all requests read.
 - A request is read whole (headers, then its ``Content-Length`` body) before anything is
   decided, and a fault either answers in full or ends the connection: a kept-alive connection
   never gets out of step. Chunked request bodies are refused (501): the client under test
@@ -145,6 +145,8 @@ class FaultProxy:
         self.forwarded = 0
         #: forwarded requests by method
         self.methods: Counter[str] = Counter()
+        #: every forwarded request in order, without its body
+        self.log: list[Request] = []
         self.requests = 0
         self.connections = 0
         #: (kind, method, target) of every fault, in order
@@ -324,6 +326,7 @@ class FaultProxy:
                 with self._lock:
                     self.forwarded += 1
                     self.methods[request.method] += 1
+                    self.log.append(dataclasses.replace(request, body=b""))
                 try:
                     if kind == "reset":
                         conn.send_cut(request, answer, self._cut)
