@@ -44,9 +44,7 @@ def options(server: S3Server, signature: str) -> MountOptions:
     )
 
 
-async def _cpu_per_op(
-    op: Callable[[int], Awaitable[object]], n: int, concurrency: int
-) -> float:
+async def _cpu_per_op(op: Callable[[int], Awaitable[object]], n: int, concurrency: int) -> float:
     """Milliseconds of this process's CPU per call of ``op`` (after ``WARMUP`` calls), with
     ``concurrency`` calls in flight."""
 
