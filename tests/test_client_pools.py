@@ -68,8 +68,10 @@ async def test_one_at_a_time_stays_on_one_connection(s3rver_server: S3Server) ->
         await conn.put(bucket, "k", b"x")
         for _ in range(20):
             await conn.head(bucket, "k")
-        assert _pool_connections(conn) == [1] + [0] * 7
-        assert conn._engine._busy == [0] * 8
+        held = _pool_connections(conn)
+        assert len(held) > 1
+        assert held == [1] + [0] * (len(held) - 1)
+        assert not any(conn._engine._busy)
 
 
 async def test_concurrent_requests_spread_over_pools_and_all_leave(s3rver_server: S3Server) -> None:
@@ -94,7 +96,7 @@ async def test_concurrent_requests_spread_over_pools_and_all_leave(s3rver_server
         resp = await conn._engine.stream("GET", bucket, "k")  # closed by its reader
         assert sum(conn._engine._busy) == 1
         await resp.aclose()
-        assert conn._engine._busy == [0, 0, 0, 0]
+        assert not any(conn._engine._busy)
         assert all(n > 0 for n in _pool_connections(conn))
         assert max(peak) <= POOL_CONNECTIONS  # spread evenly: none waits for a connection
 
