@@ -47,3 +47,51 @@ async def test_reads_ask_for_read_size_also_after_tls() -> None:
     tls = await stream.start_tls(None)  # type: ignore[arg-type]
     await tls.read(64 << 10)
     assert inner.stream.asked == [READ_SIZE, 1 << 20, READ_SIZE]
+
+
+class WritingStream(RecordingStream):
+    """Records each write that reaches the socket; ``fail`` makes writes fail."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.fail = fail
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self.fail:
+            raise httpcore.WriteError("broken pipe")
+        self.written.append(buffer)
+
+
+async def test_small_writes_leave_together_before_the_read() -> None:
+    inner = WritingStream()
+    stream = _transport._LargeReads(inner)
+    await stream.write(b"PUT / HTTP/1.1\r\n\r\n")
+    await stream.write(b"body")
+    await stream.write(b"")
+    assert inner.written == []  # held: nothing read yet
+    assert await stream.read(10) == b"x"
+    assert inner.written == [b"PUT / HTTP/1.1\r\n\r\nbody"]
+    await stream.read(10)
+    assert inner.written == [b"PUT / HTTP/1.1\r\n\r\nbody"]  # sent once
+
+
+async def test_a_big_write_leaves_at_once_with_what_was_held() -> None:
+    inner = WritingStream()
+    stream = _transport._LargeReads(inner)
+    big = b"b" * _transport.COALESCE_SIZE
+    await stream.write(b"head")
+    await stream.write(big)
+    assert inner.written == [b"head" + big]
+    await stream.write(big)
+    assert inner.written == [b"head" + big, big]
+
+
+async def test_a_held_write_that_fails_still_lets_the_answer_be_read() -> None:
+    """As httpcore does for a request it could not finish writing: the server may have
+    answered early; a dead connection fails at the read."""
+    inner = WritingStream(fail=True)
+    stream = _transport._LargeReads(inner)
+    await stream.write(b"head")
+    assert await stream.read(10) == b"x"
+    assert inner.asked == [READ_SIZE]

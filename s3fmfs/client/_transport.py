@@ -4,12 +4,15 @@ Invariants:
 - A response is read from the socket ``READ_SIZE`` bytes at a time instead of httpcore's
   64 KiB; nothing else differs from the transport ``httpx.AsyncClient`` builds (same TLS
   verification, limits, environment).
+- Bytes written leave in order, all before the next read; a write under ``COALESCE_SIZE``
+  may wait for the next write or read to leave with it.
 - Local: only the pools :func:`pool_transport` builds read so; httpcore's classes are not
   touched, and a transport passed to the client by its user is used as given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Iterable
@@ -30,24 +33,46 @@ log = logging.getLogger("s3fmfs.client")
 READ_SIZE = 256 << 10
 
 
+#: Writes shorter than this are held back and sent with the next write, or before the next
+#: read: httpcore writes a request's headers and its body separately, so a small PUT cost two
+#: sends (two system calls, two wake-ups of the server); now one. Big writes go at once.
+COALESCE_SIZE = 64 << 10
+
+
 class _LargeReads(httpcore.AsyncNetworkStream):
-    """A network stream whose reads ask for at least ``READ_SIZE`` bytes.
+    """A network stream whose reads ask for at least ``READ_SIZE`` bytes, and whose small
+    writes leave together (``COALESCE_SIZE``).
 
     httpcore feeds whatever a read returns to h11, which takes any amount, so asking the
-    socket for more than httpcore's 64 KiB changes only how many passes a body takes. Only the
-    engine's own pools get it (:func:`pool_transport`): httpcore itself is left as it is.
+    socket for more than httpcore's 64 KiB changes only how many passes a body takes. HTTP/1.1
+    reads after each request is written, so a held write always leaves before the answer is
+    awaited. Only the engine's own pools get it (:func:`pool_transport`): httpcore itself is
+    left as it is.
     """
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        self._held = b""
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held:
+            held, self._held = self._held, b""
+            # as httpcore does when writing a request fails: read the answer all the same
+            # (a server may answer early and close); a dead connection then fails the read
+            with contextlib.suppress(httpcore.WriteError):
+                await self._inner.write(held, timeout)
         return await self._inner.read(max(max_bytes, READ_SIZE), timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._held:
+            buffer, self._held = self._held + buffer, b""
+        if len(buffer) < COALESCE_SIZE:
+            self._held = buffer
+            return
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
+        self._held = b""
         await self._inner.aclose()
 
     async def start_tls(

@@ -5,6 +5,7 @@ Invariants:
 - ``read_timeout=`` and ``connect_timeout=`` bound each wait of a request; ``timeout=`` is its
   retry budget. A command keeps the client's default number of attempts (it fails fast on a
   refused connection); a mount retries until the budget is spent (``mount_retry``).
+- The client holds up to ``MAX_CONNECTIONS`` connections (callers may ask for another number).
 - ``describe_failure`` never shows the secret: only the access key id, bucket and endpoint.
 """
 
@@ -28,6 +29,10 @@ from ..config.options import MountOptions
 
 #: Attempts of one request of a mount: in effect unbounded, ``timeout=`` decides.
 MOUNT_MAX_ATTEMPTS = 10_000
+#: Connections of a mount's client (the client's own default is 32): a mount HEADs a
+#: folder's entries many at a time, more when the server is far. The client keeps them in
+#: small pools, so more connections cost no more CPU per request.
+MAX_CONNECTIONS = 64
 
 
 def client_timeouts(opts: MountOptions) -> dict[str, object]:
@@ -56,7 +61,7 @@ def connection_for(
 ) -> S3fmAuthConnection:
     """The signed client for the endpoint, addressing style and signature of ``opts``
     (``kwargs`` override its timeouts and other client options)."""
-    kwargs = {**client_timeouts(opts), **kwargs}
+    kwargs = {**client_timeouts(opts), "max_connections": MAX_CONNECTIONS, **kwargs}
     kwargs.setdefault("verify", tls.verify_setting(opts))  # ca_bundle=, no_check_certificate
     secure, host, port = opts.endpoint_parts
     calling = CallingFormat.PATH if opts.use_path_style else CallingFormat.SUBDOMAIN
