@@ -33,10 +33,11 @@ from s3fmfs.fs.metacache import MetaCache, scope_of
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import ObjectInfo
+from tests.support.core import listdir
 from tests.support.mount import log_tail, mounted
 from tests.support.servers import S3Server, unique_bucket
 from tests.support.stores import CountingStore
-from tests.test_fs_core import FakeTimer, listdir
+from tests.test_fs_core import FakeTimer
 
 PAGE = 10  # listing page size of these tests: N objects cost ceil(N / PAGE) LISTs
 N = 25
