@@ -1,7 +1,7 @@
-"""What listing a folder and walking a tree cost in requests, through a real mount (FUSE over moto,
-behind the counting ``faultproxy``): a names-only ``ls`` costs the listing, ``ls -l`` at most one HEAD
-per object (modes and symlinks right), a ``find``-style walk the listings and at most one HEAD per
-object."""
+"""What listing a folder and walking a tree cost in requests, through a real mount (FUSE over
+moto, behind the counting ``faultproxy``): a names-only ``ls`` costs the listing, ``ls -l`` at
+most one HEAD per object (modes and symlinks right), a ``find``-style walk the listings and at
+most one HEAD per object."""
 
 from __future__ import annotations
 
