@@ -6,9 +6,9 @@ the entries that follow, so that ``ls -l`` or ``find -exec stat`` find them read
 
 Invariants:
 - A folder's order (``Folder``) is the names of its listed objects whose attributes were not
-  known, in readdir order, recorded when a readdir snapshot is taken. It is kept ``keep``
-  seconds (``FOLDER_KEEP``, at least ``dir_ttl``), for at most ``MAX_FOLDERS`` folders (the
-  oldest go), and tells lookups which HEAD to send for a name (the file's, not the four
+  known, in readdir order, recorded when a readdir snapshot is taken. It is kept while used:
+  until ``keep`` seconds (``FOLDER_KEEP``, at least ``dir_ttl``) after the last lookup or
+  getattr of one of its entries, for at most ``MAX_FOLDERS`` folders (the oldest go); it tells lookups which HEAD to send for a name (the file's, not the four
   requests of a probe: an answer of no object still falls back to a probe).
 - HEADs ahead start when a lookup or getattr needs a HEAD for an entry of a recorded folder:
   the entries after it, in order, by at most ``WORKERS`` tasks per folder, never more than
@@ -37,8 +37,9 @@ from .keys import join, name_of, parent_of
 
 log = logging.getLogger("s3fmfs.fs")
 
-#: Entries HEADed ahead past the latest one a lookup or getattr asked for.
-AHEAD = 2_048
+#: Entries HEADed ahead past the latest one a lookup or getattr asked for: enough to keep
+#: ``WORKERS`` busy, not so many that answers age before ``ls -l`` reaches them.
+AHEAD = 512
 #: Tasks sending a folder's HEADs ahead (the mount's HEAD limiter bounds them all).
 WORKERS = 64
 #: Folders whose order is kept, and seconds at least (``dir_ttl`` if longer).
@@ -57,7 +58,7 @@ class Folder:
 
     path: str
     names: list[str]
-    born: float
+    used: float  # when last looked at
     index: dict[str, int] = field(default_factory=dict)
     cursor: int = 0  # the next entry to HEAD ahead
     until: int = 0  # HEAD ahead up to this entry (excluded)
@@ -97,9 +98,13 @@ class HeadAhead:
 
     def _folder(self, path: str) -> Folder | None:
         folder = self.folders.get(path)
-        if folder is not None and self.timer() - folder.born > self.keep:
+        if folder is None:
+            return None
+        now = self.timer()
+        if now - folder.used > self.keep:
             del self.folders[path]
             return None
+        folder.used = now
         return folder
 
     def listed(self, path: str) -> bool:
