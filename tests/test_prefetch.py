@@ -194,3 +194,39 @@ async def test_an_answer_headed_ahead_is_dropped_by_the_mounts_own_change() -> N
         with pytest.raises(FsError) as caught:
             await core.lookup(ROOT_INODE, names[1].encode())
         assert caught.value.errno == errno.ENOENT
+
+
+class FakeLimiter:
+    """A limiter always full (``HeadPace`` judges only windows where HEADs waited)."""
+
+    def __init__(self, full: bool = True) -> None:
+        self.total_tokens = 0
+        self.full = full
+
+    @property
+    def borrowed_tokens(self) -> int:
+        return self.total_tokens if self.full else 1
+
+
+def paced(rate_of: Any, heads: int, full: bool = True) -> tuple[prefetch.HeadPace, list[int]]:
+    """Answer ``heads`` HEADs at ``rate_of(size)`` per second; the sizes seen."""
+    clock = FakeTime()
+    limiter = FakeLimiter(full)
+    pace = prefetch.HeadPace(limiter, 16, 64, clock.timer)  # type: ignore[arg-type]
+    sizes = []
+    for _ in range(heads):
+        size = limiter.total_tokens
+        clock.advance(1 / rate_of(size))
+        pace.done()
+        sizes.append(size)
+    return pace, sizes
+
+
+def test_head_pace_grows_for_a_far_server_and_stays_low_for_a_near_one() -> None:
+    far, sizes = paced(lambda size: size * 50.0, 5_000)  # each HEAD a round trip away
+    assert far.base == 64 and sizes[-1] == 64
+    near, sizes = paced(lambda size: 600.0 if size <= 16 else 450.0, 20_000)  # CPU-bound
+    assert near.base == 16
+    assert sum(1 for s in sizes if s > 16) < len(sizes) / 4  # tries more, now and then
+    idle, sizes = paced(lambda size: size * 50.0, 5_000, full=False)  # few HEADs wanted
+    assert idle.base == 16 and set(sizes) == {16}

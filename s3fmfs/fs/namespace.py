@@ -23,8 +23,9 @@ Invariants:
   it names, taken before any node lock and never nested on other paths; a directory rename
   holds an exclusive one (``changes``).
 - HEADs run concurrently where there are many (a folder's entries sent ahead, probes), never
-  more than ``HEADS_IN_FLIGHT`` at once for the whole mount (``head_limiter``; enough to keep
-  a far server busy, within the client's connection pool). One HEAD per path at a time
+  more than ``HEADS_IN_FLIGHT`` at once for the whole mount (``head_limiter``, within the
+  client's connection pool), sized between ``HEADS_LOW`` and that by the throughput HEADs get
+  (``prefetch.HeadPace``): many for a far server, few for a near one. One HEAD per path at a time
   (``head_file``): a lookup or getattr of a path whose HEAD is in flight waits for its answer.
   Every HEAD answer goes to the ``MetaCache`` (it keeps those of listed versions, for later
   mounts); an object this mount wrote is forgotten there (``object_changed``).
@@ -68,7 +69,7 @@ from .inodes import ROOT_INODE, InodeTable, Node
 from .keys import KeyMap, is_under, join, name_of, parent_of, valid_name
 from .metacache import MetaCache
 from .pins import Pin, Pins
-from .prefetch import HeadAhead
+from .prefetch import HeadAhead, HeadPace
 from .settings import FsSettings
 from .store import ObjectInfo, ObjectStore
 from .treelock import TreeLock
@@ -77,8 +78,9 @@ log = logging.getLogger("s3fmfs.fs")
 
 #: Requests at once of a mount's batch work (renames of directories, flushes).
 CONCURRENCY = 16
-#: HEADs in flight at once for one mount: at 10 ms a round trip, 64 bring a folder's
-#: attributes 4× sooner than 16; on loopback the server's own pace rules either way.
+#: HEADs in flight at once for one mount: from 16 (near servers: more only cost CPU) up to 64
+#: (a server 10 ms away answers 64 as fast as 16), as the throughput says (``HeadPace``).
+HEADS_LOW = 16
 HEADS_IN_FLIGHT = 64
 MAX_SKIPPED_LOGGED = 10_000
 
@@ -124,6 +126,7 @@ class Namespace:
         self.inodes = InodeTable(self.root_attr)
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
         self.head_limiter = trio.CapacityLimiter(HEADS_IN_FLIGHT)
+        self.head_pace = HeadPace(self.head_limiter, HEADS_LOW, HEADS_IN_FLIGHT, time.monotonic)
         self._heads: dict[str, _Pending] = {}  # path → its file HEAD in flight
         #: folders just read, and the HEADs sent ahead of their getattrs
         self.ahead = HeadAhead(self.fetch_ahead, timer, settings.dir_ttl)
@@ -222,7 +225,10 @@ class Namespace:
 
     async def head(self, key: str) -> ObjectInfo | None:
         async with self.head_limiter:
-            info = await self.store.head(key)
+            try:
+                info = await self.store.head(key)
+            finally:
+                self.head_pace.done()
         if info is not None and self.metacache is not None:
             self.metacache.record(info)  # kept if it is the version a listing showed
         return info

@@ -8,8 +8,9 @@ Invariants:
 - A folder's order (``Folder``) is the names of its listed objects whose attributes were not
   known, in readdir order, recorded when a readdir snapshot is taken. It is kept while used:
   until ``keep`` seconds (``FOLDER_KEEP``, at least ``dir_ttl``) after the last lookup or
-  getattr of one of its entries, for at most ``MAX_FOLDERS`` folders (the oldest go); it tells lookups which HEAD to send for a name (the file's, not the four
-  requests of a probe: an answer of no object still falls back to a probe).
+  getattr of one of its entries, for at most ``MAX_FOLDERS`` folders (the oldest go). It tells
+  lookups which HEAD to send for a name (the file's, not the four requests of a probe; an
+  answer of no object still falls back to a probe).
 - HEADs ahead start when a lookup or getattr needs a HEAD for an entry of a recorded folder:
   the entries after it, in order, by at most ``WORKERS`` tasks per folder, never more than
   ``AHEAD`` entries past the latest one asked for, and not once the folder's record is gone.
@@ -19,6 +20,8 @@ Invariants:
   subdirectories not cached are fetched, at most ``LISTS_IN_FLIGHT`` at a time for the mount
   and ``MAX_QUEUED`` waiting (more are dropped); a listing past ``LIST_MAX_ENTRIES`` entries
   is abandoned, not kept. Only with ``dir_ttl`` > 0: the listing cache is where they wait.
+- The mount's HEADs in flight are sized by their throughput (``HeadPace``): more only while
+  more bring more answers per second.
 - Without a nursery (tests driving the core directly, or after the mount stopped) nothing is
   sent ahead. Failures of requests sent ahead are logged at debug level and cost nothing
   else: whoever wants the answer asks again.
@@ -177,3 +180,61 @@ class ListAhead:
                     self.queued.discard(path)
         finally:
             self.running -= 1
+
+
+class HeadPace:
+    """Sizes the mount's HEAD limiter by the throughput it gets: a far server wants many HEADs
+    in flight, a near one is slowed by them (each costs the client and server CPU).
+
+    From ``low``, it tries twice as many in flight (up to ``high``) and keeps the larger size
+    only when HEADs per second rose by ``GAIN``; otherwise it goes back and tries again after
+    ``COOL`` windows. A window is ``2 × size`` HEADs answered while the limiter was full: a
+    mount asking for few HEADs tells nothing about the server's pace."""
+
+    GAIN = 1.15
+    COOL = 8
+
+    def __init__(
+        self, limiter: trio.CapacityLimiter, low: int, high: int, timer: Callable[[], float]
+    ) -> None:
+        self.limiter = limiter
+        self.low, self.high = low, high
+        self.timer = timer
+        self.base = low  # the size that won so far
+        self.base_rate = 0.0
+        self.cool = 0
+        limiter.total_tokens = low
+        self._start = timer()
+        self._count = 0
+        self._full = True  # the limiter was full at every answer of the window
+
+    def done(self) -> None:
+        """A HEAD was answered (or failed)."""
+        size = int(self.limiter.total_tokens)
+        self._full = self._full and self.limiter.borrowed_tokens >= size - 1
+        self._count += 1
+        if self._count < 2 * size:
+            return
+        now = self.timer()
+        rate = self._count / max(now - self._start, 1e-6)
+        full = self._full
+        self._start, self._count, self._full = now, 0, True
+        if not full:
+            return
+        if size > self.base:  # trying more in flight
+            if rate >= self.base_rate * self.GAIN:
+                self.base, self.base_rate = size, rate
+                self._grow()
+            else:
+                self.limiter.total_tokens = self.base
+                self.cool = self.COOL
+            return
+        self.base_rate = rate
+        if self.cool > 0:
+            self.cool -= 1
+        else:
+            self._grow()
+
+    def _grow(self) -> None:
+        if self.base < self.high:
+            self.limiter.total_tokens = min(self.high, self.base * 2)
