@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from s3fmfs.fs import prefetch
+from s3fmfs.fs import cache, prefetch
 from s3fmfs.fs.attrs import Kind
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
@@ -22,14 +22,15 @@ from s3fmfs.fs.inodes import ROOT_INODE
 from tests.support.core import FakeTime, listdir, make_core
 from tests.support.memstore import MemStore
 
-OFF = {"stat_ttl": 0, "dir_ttl": 0, "neg_ttl": 0}
+OFF: dict[str, Any] = {"stat_ttl": 0, "dir_ttl": 0, "neg_ttl": 0}
 
 
 @asynccontextmanager
-async def running(store: MemStore, **settings: Any) -> AsyncIterator[FsCore]:
+async def running(
+    store: MemStore, time: FakeTime | None = None, **settings: Any
+) -> AsyncIterator[FsCore]:
     """A core with its background nursery (requests ahead run there), stopped after."""
-    time = FakeTime()
-    core = make_core(store, time=time, **settings)
+    core = make_core(store, time=time or FakeTime(), **settings)
     async with trio.open_nursery() as nursery:
         await nursery.start(core.run_background)
         try:
@@ -230,3 +231,30 @@ def test_head_pace_grows_for_a_far_server_and_stays_low_for_a_near_one() -> None
     assert sum(1 for s in sizes if s > 16) < len(sizes) / 4  # tries more, now and then
     idle, sizes = paced(lambda size: size * 50.0, 5_000, full=False)  # few HEADs wanted
     assert idle.base == 16 and set(sizes) == {16}
+
+
+async def test_an_answer_ahead_serves_its_first_use_then_a_short_grace() -> None:
+    store = MemStore()
+    names = folder(store, 3)
+    time = FakeTime()
+    async with running(store, time, **OFF) as core:
+
+        async def size(name: str) -> int:
+            return (await core.lookup(ROOT_INODE, name.encode()))[1].size
+
+        await listdir(core, names_only=True)
+        await core.lookup(ROOT_INODE, names[0].encode())  # f00001 and f00002 HEADed ahead
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.count("head") == 3
+        store.put_object(names[1], b"changed")  # behind the mount's back
+        store.put_object(names[2], b"changed")
+        time.advance(cache.AHEAD_FRESH - 1)
+        assert await size(names[1]) == 1  # the answer ahead, at its first use
+        time.advance(cache.AHEAD_GRACE / 2)
+        assert await size(names[1]) == 1  # the kernel's getattr right after
+        assert store.count("head") == 3
+        time.advance(cache.AHEAD_GRACE)
+        assert await size(names[1]) == 7  # no longer: HEADed again
+        time.advance(2)  # f00002's answer waited too long for its first use
+        assert await size(names[2]) == 7
+        assert store.count("head") == 5

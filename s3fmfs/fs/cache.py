@@ -7,10 +7,12 @@ Invariants:
   returns (``note_*``/``forget_*``), so the mount sees its own changes at once; changes made
   behind its back show once an entry expires: after ``stat_ttl``, ``dir_ttl``, ``neg_ttl``.
 - A TTL of 0 disables that cache (nothing is stored).
-- Answers HEADed ahead (``store_ahead``) serve for ``AHEAD_FRESH`` seconds from their arrival,
-  whatever ``stat_ttl`` (with 0 too: they are what a readdirplus answer would have carried),
-  at most ``MAX_AHEAD`` of them (the oldest go first); every change the mount makes drops
-  those it affects, like the other caches.
+- Answers HEADed ahead (``store_ahead``) wait ``AHEAD_FRESH`` seconds at most for their first
+  use, then serve ``AHEAD_GRACE`` seconds more (the kernel's lookup and getattr of one
+  ``stat``; a symlink's second lookup), whatever ``stat_ttl`` (with 0 too: they stand for
+  what a readdirplus answer would have carried); so a change behind the mount shows within
+  ``max(stat_ttl, AHEAD_GRACE)`` of a use. At most ``MAX_AHEAD`` of them (the oldest go
+  first); every change the mount makes drops those it affects, like the other caches.
 - A listing keeps the complete attributes of an entry it shows unchanged (same ETag; a listed
   object may be a symlink or a directory in an older form: the HEAD told).
 - The timer is injectable (``time.monotonic`` by default): tests expire entries without
@@ -38,9 +40,10 @@ V = TypeVar("V")
 MAX_ATTRS = 200_000
 MAX_DIRS = 10_000
 MAX_NEGATIVE = 100_000
-#: Answers HEADed ahead kept at once, and seconds each serves.
+#: Answers HEADed ahead kept at once; seconds one waits for its first use, and serves after.
 MAX_AHEAD = 20_000
 AHEAD_FRESH = 5.0
+AHEAD_GRACE = 0.5
 #: A cache emptied by ``expire`` after holding at least this many entries is made anew.
 RENEW_AFTER = 1_000
 
@@ -65,6 +68,13 @@ class _Disabled(MutableMapping[K, V]):
 
     def __len__(self) -> int:
         return 0
+
+
+def _stale(now: float, arrived: float, used: float | None) -> bool:
+    """Whether an answer HEADed ahead no longer serves."""
+    if used is None:
+        return now - arrived > AHEAD_FRESH
+    return now - used > AHEAD_GRACE
 
 
 def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMapping[str, V]:
@@ -103,8 +113,8 @@ class MetadataCache:
         self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
         self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
-        #: path → (arrival, attributes) of HEADs sent ahead of the getattrs wanting them
-        self.ahead: dict[str, tuple[float, Attr]] = {}
+        #: path → (arrival, first use or None, attributes) of HEADs sent ahead of their getattrs
+        self.ahead: dict[str, tuple[float, float | None, Attr]] = {}
         self._timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
 
@@ -112,7 +122,7 @@ class MetadataCache:
         """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
         went. Called periodically by the core's housekeeping."""
         now = self._timer()
-        stale = [p for p, (t, _) in self.ahead.items() if now - t > AHEAD_FRESH]
+        stale = [p for p, (t, used, _) in self.ahead.items() if _stale(now, t, used)]
         for p in stale:
             del self.ahead[p]
         dropped = len(stale)
@@ -140,20 +150,27 @@ class MetadataCache:
         return self.attrs.get(path)
 
     def ahead_attr(self, path: str) -> Attr | None:
-        """The attributes a HEAD sent ahead found for ``path``, while fresh."""
+        """The attributes a HEAD sent ahead found for ``path``, while fresh (a first use
+        starts its grace)."""
         found = self.ahead.get(path)
         if found is None:
             return None
-        if self._timer() - found[0] > AHEAD_FRESH:
+        arrived, used, attr = found
+        now = self._timer()
+        if _stale(now, arrived, used):
             del self.ahead[path]
             return None
-        return found[1]
+        if used is None:
+            self.ahead[path] = (arrived, now, attr)
+        return attr
 
-    def store_ahead(self, path: str, attr: Attr) -> None:
-        """What a HEAD sent ahead found (also kept as ``store_attr`` keeps it)."""
+    def store_ahead(self, path: str, attr: Attr, *, used: bool = False) -> None:
+        """What a HEAD found for ``path``: sent ahead (``used`` False), or for a lookup whose
+        kernel asks again at once (``used``: only the grace). Also kept as ``store_attr``."""
         if len(self.ahead) >= MAX_AHEAD:
             del self.ahead[next(iter(self.ahead))]
-        self.ahead[path] = (self._timer(), attr)
+        now = self._timer()
+        self.ahead[path] = (now, now if used else None, attr)
         self.store_attr(path, attr)
 
     def listing(self, path: str) -> Listing | None:

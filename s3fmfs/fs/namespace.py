@@ -377,7 +377,9 @@ class Namespace:
         elif cached is not None or self.ahead.listed(path):
             listed = self.ahead.listed(path)
             self.ahead.wanted(path, start=True)  # the entries after it, while this one waits
-            attr = await self.head_file(path, ahead=listed)
+            attr = await self.head_file(path)
+            if listed and attr is not None:  # the kernel's getattr (or relookup) comes next
+                self.cache.store_ahead(path, attr, used=True)
         if attr is None:
             attr = await self.probe(path)
         # the node may have become local while we awaited
