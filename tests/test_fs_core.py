@@ -20,8 +20,10 @@ from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
+from s3fmfs.fs.namespace import HEADS_IN_FLIGHT
 from s3fmfs.fs.s3store import S3Store
 from s3fmfs.fs.settings import FsSettings
+from tests.support.core import listdir
 from tests.support.servers import unique_bucket
 from tests.support.stores import CountingStore
 
@@ -81,22 +83,6 @@ async def walk(core: FsCore, path: str) -> tuple[int, Attr]:
     for part in [p for p in path.split("/") if p]:
         ino, attr = await core.lookup(ino, part.encode())
     return ino, attr
-
-
-async def listdir(core: FsCore, ino: int = ROOT_INODE) -> dict[str, tuple[int, Attr]]:
-    """Every entry of a directory (dots left out)."""
-    fh = await core.opendir(ino)
-    seen: dict[str, tuple[int, Attr]] = {}
-
-    def emit(name: bytes, child: int, attr: Attr, next_id: int) -> bool:
-        seen[name.decode()] = (child, attr)
-        return True
-
-    await core.readdir(fh, 0, emit)
-    await core.releasedir(fh)
-    seen.pop(".", None)
-    seen.pop("..", None)
-    return seen
 
 
 async def write_file(core: FsCore, path: str, data: bytes, mode: int = 0o644) -> int:
@@ -215,16 +201,23 @@ async def test_s3fs_metadata_and_defaults(env: Env) -> None:
     assert (d.mode, d.uid, d.gid, d.mtime_ns) == (0o40700, 9, 10, 1_500_000_000 * 10**9)
 
 
-async def test_readdir_heads_concurrently_and_caches(env: Env) -> None:
+async def test_readdir_heads_nothing_then_ahead_concurrently_and_caches(env: Env) -> None:
     for i in range(20):
         await env.put(f"f{i:02d}", b"x")
     core, store = env.core()
     store.head_delay = 0.2
-    started = trio.current_time()
-    await listdir(core)
-    elapsed = trio.current_time() - started
+    names = await listdir(core, names_only=True)
+    assert sorted(names) == [f"f{i:02d}" for i in range(20)]
+    assert store.count("head") == 0  # a names-only ls costs the listing
+    assert not any(attr.complete for _, attr in names.values())
+    async with trio.open_nursery() as nursery:
+        core.nursery = nursery  # HEADs ahead of the getattrs
+        started = trio.current_time()
+        await listdir(core)
+        elapsed = trio.current_time() - started
+        core.nursery = None
     assert store.count("head") == 20
-    assert 1 < store.max_heads_in_flight <= 16
+    assert 1 < store.max_heads_in_flight <= HEADS_IN_FLIGHT
     assert elapsed < 20 * 0.2 / 2  # far from one after another
     before = store.total()
     await listdir(core)

@@ -5,7 +5,10 @@ Invariants:
   ``Exception`` into one through ``errno_map.to_errno`` (``BaseException``s such as
   ``trio.Cancelled`` propagate untouched). ``forget`` never raises.
 - Kernel caching follows the mount's TTLs: ``entry_timeout`` = ``dir_ttl``, ``attr_timeout``
-  = ``stat_ttl``; a missing name is answered as a negative entry cached ``neg_ttl``.
+  = ``stat_ttl``; a missing name is answered as a negative entry cached ``neg_ttl``. An
+  entry readdir reports with a listing's attributes alone (not complete) gets timeouts of 0
+  (``FsCore.timeouts``; a directory keeps its entry timeout): the kernel asks lookup or
+  getattr before using it, and a listed object may turn out a symlink.
 - No logic lives here: anything worth testing is in ``core``.
 """
 
@@ -79,8 +82,11 @@ class S3fmOperations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = ino
         entry.generation = 0
-        entry.entry_timeout = self.entry_timeout
-        entry.attr_timeout = self.attr_timeout
+        if attr.complete:
+            entry.entry_timeout = self.entry_timeout
+            entry.attr_timeout = self.attr_timeout
+        else:  # a listing's attributes: the kernel asks again before using them
+            entry.entry_timeout, entry.attr_timeout = self.core.timeouts(attr)
         entry.st_mode = attr.mode
         entry.st_nlink = 2 if attr.kind is Kind.DIR else 1
         entry.st_uid = attr.uid

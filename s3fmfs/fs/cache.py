@@ -1,4 +1,5 @@
-"""The metadata caches: attributes, directory listings and negative lookups, each a TTLCache.
+"""The metadata caches: attributes, directory listings and negative lookups, each a TTLCache,
+and the answers of HEADs sent ahead (``prefetch``).
 
 Invariants:
 - Keys are paths (see ``keys``); values are immutable ``Attr`` or a listing this module owns.
@@ -6,6 +7,14 @@ Invariants:
   returns (``note_*``/``forget_*``), so the mount sees its own changes at once; changes made
   behind its back show once an entry expires: after ``stat_ttl``, ``dir_ttl``, ``neg_ttl``.
 - A TTL of 0 disables that cache (nothing is stored).
+- Answers HEADed ahead (``store_ahead``) wait ``AHEAD_FRESH`` seconds at most for their first
+  use, then serve ``AHEAD_GRACE`` seconds more (the kernel's lookup and getattr of one
+  ``stat``; a symlink's second lookup), whatever ``stat_ttl`` (with 0 too: they stand for
+  what a readdirplus answer would have carried); so a change behind the mount shows within
+  ``max(stat_ttl, AHEAD_GRACE)`` of a use. At most ``MAX_AHEAD`` of them (the oldest go
+  first); every change the mount makes drops those it affects, like the other caches.
+- A listing keeps the complete attributes of an entry it shows unchanged (same ETag; a listed
+  object may be a symlink or a directory in an older form: the HEAD told).
 - The timer is injectable (``time.monotonic`` by default): tests expire entries without
   sleeping. All access happens on the trio thread; no locking needed.
 - Memory: each cache is bounded (``MAX_*`` entries). A TTLCache drops an expired entry only when
@@ -22,7 +31,7 @@ from typing import TypeVar
 
 from cachetools import Cache, TTLCache
 
-from .attrs import Attr
+from .attrs import Attr, Kind
 from .keys import is_under, name_of, parent_of
 
 K = TypeVar("K")
@@ -31,6 +40,10 @@ V = TypeVar("V")
 MAX_ATTRS = 200_000
 MAX_DIRS = 10_000
 MAX_NEGATIVE = 100_000
+#: Answers HEADed ahead kept at once; seconds one waits for its first use, and serves after.
+MAX_AHEAD = 20_000
+AHEAD_FRESH = 5.0
+AHEAD_GRACE = 0.5
 #: A cache emptied by ``expire`` after holding at least this many entries is made anew.
 RENEW_AFTER = 1_000
 
@@ -55,6 +68,13 @@ class _Disabled(MutableMapping[K, V]):
 
     def __len__(self) -> int:
         return 0
+
+
+def _stale(now: float, arrived: float, used: float | None) -> bool:
+    """Whether an answer HEADed ahead no longer serves."""
+    if used is None:
+        return now - arrived > AHEAD_FRESH
+    return now - used > AHEAD_GRACE
 
 
 def _make(maxsize: int, ttl: float, timer: Callable[[], float]) -> MutableMapping[str, V]:
@@ -93,13 +113,21 @@ class MetadataCache:
         self.attrs: MutableMapping[str, Attr] = _make(MAX_ATTRS, stat_ttl, timer)
         self.dirs: MutableMapping[str, Listing] = _make(MAX_DIRS, dir_ttl, timer)
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
+        #: path → (arrival, first use or None, attributes) of HEADs sent ahead of their getattrs
+        self.ahead: dict[str, tuple[float, float | None, Attr]] = {}
         self._timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
 
     def expire(self) -> int:
         """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
         went. Called periodically by the core's housekeeping."""
-        dropped = 0
+        now = self._timer()
+        stale = [p for p, (t, used, _) in self.ahead.items() if _stale(now, t, used)]
+        for p in stale:
+            del self.ahead[p]
+        dropped = len(stale)
+        if not self.ahead:
+            self.ahead = {}  # a dict never shrinks its table
         kinds = [
             ("attrs", MAX_ATTRS, self.stat_ttl),
             ("dirs", MAX_DIRS, self.dir_ttl),
@@ -120,6 +148,30 @@ class MetadataCache:
     def attr(self, path: str) -> Attr | None:
         """Cached attributes of ``path``, complete or from a listing."""
         return self.attrs.get(path)
+
+    def ahead_attr(self, path: str) -> Attr | None:
+        """The attributes a HEAD sent ahead found for ``path``, while fresh (a first use
+        starts its grace)."""
+        found = self.ahead.get(path)
+        if found is None:
+            return None
+        arrived, used, attr = found
+        now = self._timer()
+        if _stale(now, arrived, used):
+            del self.ahead[path]
+            return None
+        if used is None:
+            self.ahead[path] = (arrived, now, attr)
+        return attr
+
+    def store_ahead(self, path: str, attr: Attr, *, used: bool = False) -> None:
+        """What a HEAD found for ``path``: sent ahead (``used`` False), or for a lookup whose
+        kernel asks again at once (``used``: only the grace). Also kept as ``store_attr``."""
+        if len(self.ahead) >= MAX_AHEAD:
+            del self.ahead[next(iter(self.ahead))]
+        now = self._timer()
+        self.ahead[path] = (now, now if used else None, attr)
+        self.store_attr(path, attr)
 
     def listing(self, path: str) -> Listing | None:
         """The cached listing of directory ``path``."""
@@ -143,6 +195,7 @@ class MetadataCache:
 
     def store_missing(self, path: str) -> None:
         """``path`` was found not to exist."""
+        self.ahead.pop(path, None)
         self.negative[path] = True
         self.attrs.pop(path, None)
 
@@ -158,7 +211,7 @@ class MetadataCache:
             if (
                 known is not None
                 and known.complete
-                and known.kind is attr.kind
+                and (known.kind is attr.kind or attr.kind is Kind.FILE)  # symlink, older form
                 and known.etag == attr.etag
             ):
                 continue
@@ -168,6 +221,7 @@ class MetadataCache:
 
     def note_exists(self, path: str, attr: Attr) -> None:
         """The mount created or changed ``path``: cache it, add it to its parent's listing."""
+        self.ahead.pop(path, None)
         self.store_attr(path, attr)
         if path == "":
             return
@@ -187,7 +241,7 @@ class MetadataCache:
 
     def forget_tree(self, path: str) -> None:
         """Drop everything cached at or under ``path`` (renames, failures)."""
-        for cache in (self.attrs, self.dirs, self.negative):
+        for cache in (self.attrs, self.dirs, self.negative, self.ahead):
             doomed = [p for p in list(cache.keys()) if p == path or is_under(p, path)]
             for p in doomed:
                 cache.pop(p, None)
@@ -195,5 +249,6 @@ class MetadataCache:
     def clear(self) -> None:
         """Forget everything."""
         self.attrs.clear()
+        self.ahead.clear()
         self.dirs.clear()
         self.negative.clear()

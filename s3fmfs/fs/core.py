@@ -13,9 +13,9 @@ Tests drive it directly, without a mount; ``adapter`` only translates types and 
 Invariants:
 - Every method either succeeds or raises (``FsError`` or a client error); ``forget`` never
   raises. Nothing here knows pyfuse3.
-- Background work (read-ahead, streamed parts) runs in ``nursery`` (``run_background``);
-  without one (tests driving the core directly) reads fetch their own blocks and files go up
-  whole.
+- Background work (read-ahead, streamed parts, HEADs and listings sent ahead: ``prefetch``)
+  runs in ``nursery`` (``run_background``); without one (tests driving the core directly)
+  reads fetch their own blocks, files go up whole and nothing is fetched ahead.
 - Memory: ``run_background`` also runs the housekeeping (``housekeep``, every longest TTL,
   1 s to 1 min): expired cache entries dropped, inode maps compacted, the metadata cache
   flushed, and the C heap trimmed (``malloc_trim``) once ``TRIM_AFTER`` entries were freed.
@@ -145,6 +145,7 @@ class FsCore:
     @nursery.setter
     def nursery(self, nursery: trio.Nursery | None) -> None:
         self.files.nursery = self.open_files.nursery = nursery
+        self.ns.ahead.nursery = self.listings.ahead.nursery = nursery  # requests sent ahead
 
     @property
     def forget_kernel_attrs(self) -> Callable[[int], None] | None:
@@ -400,8 +401,13 @@ class FsCore:
             await self.release(fh)
         return ino, await self.getattr(ino)
 
-    def timeouts(self) -> tuple[float, float]:
-        """(entry_timeout, attr_timeout) for the kernel: the listing and stat TTLs."""
+    def timeouts(self, attr: Attr | None = None) -> tuple[float, float]:
+        """(entry_timeout, attr_timeout) for the kernel: the listing and stat TTLs; 0 for an
+        entry whose attributes come from a listing alone (``attr`` incomplete), so that the
+        kernel asks again before using them (a listed object may be a symlink: not a DIR's
+        entry, whose kind is sure)."""
+        if attr is not None and not attr.complete:
+            return (self.settings.dir_ttl if attr.kind is Kind.DIR else 0.0), 0.0
         return self.settings.dir_ttl, self.settings.stat_ttl
 
     async def destroy(self) -> None:

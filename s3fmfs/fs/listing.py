@@ -7,10 +7,17 @@ Invariants:
 - Readdir offsets index a snapshot of the directory (``DirHandle.snapshot``), sorted by name
   and taken when a listing starts (offset 0): entries added or removed meanwhile cannot make
   it skip or repeat. Snapshots live in their ``DirHandle`` until releasedir.
-- Entries listed from the bucket come with HEADed attributes: HEADs start with each page of
-  the listing while the rest is still being listed, ``CONCURRENCY`` workers for the whole
-  directory (not a task per entry); a listed object whose version (ETag + LastModified) the
-  ``MetaCache`` knows is not HEADed at all. Nodes of unsaved content are merged in.
+- Readdir sends no HEAD: entries listed from the bucket come with what the listing knows
+  (size, mtime, ETag; the default mode and owner; a directory implicit), or with complete
+  attributes when known: HEADed before (the TTL cache, same ETag) or a version the
+  ``MetaCache`` knows (same ETag + LastModified). Incomplete ones (``Attr.complete`` False)
+  reach the kernel with timeouts of 0 (``adapter``): it asks lookup or getattr before using
+  them, and the first such HEAD in a folder starts HEADs for the entries after it
+  (``prefetch.HeadAhead``: each snapshot records its folder's order). Nodes of unsaved
+  content are merged in.
+- After a snapshot, the listings of the first subdirectories are fetched ahead
+  (``prefetch.ListAhead``) for a tree walk; a listing of a directory already being listed
+  waits for that one and answers from the cache.
 - Every entry the kernel accepts takes one lookup reference (readdirplus); ``.`` and ``..``
   take none, and an entry it refuses none either.
 """
@@ -19,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 
 import trio
@@ -29,12 +35,13 @@ from .cache import Listing
 from .handles import DirHandle
 from .inodes import ROOT_INODE, Node
 from .keys import encode_name, join, name_of, valid_name
-from .namespace import CONCURRENCY, Namespace
+from .namespace import Namespace
+from .prefetch import LIST_MAX_ENTRIES, ListAhead
 from .store import ObjectInfo
 
 log = logging.getLogger("s3fmfs.fs")
 
-#: Entries whose attributes are completed (HEADed) at a time by readdir.
+#: Entries reported per slice of a snapshot.
 READDIR_BATCH = 512
 
 #: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
@@ -46,17 +53,44 @@ class Listings:
 
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
+        self.running: dict[str, trio.Event] = {}  # directories being listed
+        #: listings of a walked tree's subdirectories, fetched ahead into the cache
+        self.ahead = ListAhead(self.list_ahead, enabled=ns.settings.dir_ttl > 0)
 
     async def list_dir(
-        self, path: str, on_page: Callable[[Listing], None] | None = None
+        self,
+        path: str,
+        on_page: Callable[[Listing], None] | None = None,
+        limit: int | None = None,
     ) -> Listing:
         """Entries of directory ``path`` from the bucket (every page) or the cache.
 
-        ``on_page`` sees each page's entries as soon as it is read (not for a cached listing),
-        so that their HEADs can start while the next pages are listed."""
+        ``on_page`` sees each page's entries as soon as it is read (not for a cached listing).
+        Past ``limit`` entries the listing stops and is not kept (what was read is returned)."""
+        while (running := self.running.get(path)) is not None:
+            await running.wait()  # a listing ahead of this readdir: its answer is cached
         cached = self.ns.cache.listing(path)
         if cached is not None:
             return cached
+        done = self.running[path] = trio.Event()
+        try:
+            return await self._list(path, on_page, limit)
+        finally:
+            del self.running[path]
+            done.set()
+
+    async def list_ahead(self, path: str) -> None:
+        """List ``path`` into the cache ahead of its readdir (``prefetch``); never raises."""
+        if self.ns.cache.listing(path) is not None or path in self.running:
+            return
+        try:
+            await self.list_dir(path, limit=LIST_MAX_ENTRIES)
+        except Exception as exc:
+            log.debug("listing ahead of %r failed: %s", path, exc)
+
+    async def _list(
+        self, path: str, on_page: Callable[[Listing], None] | None, limit: int | None
+    ) -> Listing:
         prefix = self.ns.keys.dir_prefix(path)
         dirs: Listing = {}
         files: Listing = {}
@@ -110,6 +144,8 @@ class Listings:
                 dirs.update(page_dirs)
                 if on_page is not None:
                     on_page({**page_files, **page_dirs})
+                if limit is not None and len(files) + len(dirs) > limit:
+                    return {**files, **dirs}  # too big to list ahead: not kept
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
         for name, attr in dirs.items():
             # objects in older forms: a ``_$folder$``, an object of the same name (it may be one)
@@ -120,80 +156,47 @@ class Listings:
         return listing
 
     async def snapshot(self, node: Node) -> list[tuple[str, Attr]]:
-        """The sorted entries of a directory, local nodes merged in; entries listed from the
-        bucket come with HEADed attributes (HEADs start with each page of the listing)."""
-        headed: Listing = {}
-        send, receive = trio.open_memory_channel[tuple[str, Attr]](math.inf)
-
-        async def worker(entries: trio.MemoryReceiveChannel[tuple[str, Attr]]) -> None:
-            async with entries:
-                async for name, attr in entries:
-                    await self.complete_entry(node.path, name, attr, headed)
-                    if self.ns.metacache is not None and self.ns.metacache.flush_due:
-                        await self.ns.metacache.flush()  # not 100,000 rows queued till the end
-
-        # a few workers, not a task per entry: a folder of 100,000 objects stays small
-        async with trio.open_nursery() as nursery:
-            async with receive:
-                for _ in range(CONCURRENCY):
-                    nursery.start_soon(worker, receive.clone())
-            async with send:
-
-                def start_heads(page: Listing) -> None:
-                    for name, attr in page.items():
-                        if not attr.complete and attr.kind is not Kind.DIR:
-                            send.send_nowait((name, attr))
-
-                listing = dict(await self.list_dir(node.path, start_heads))
-                for name, attr in listing.items():
-                    # directories once the whole listing told their older forms, if any
-                    if not attr.complete and attr.kind is Kind.DIR:
-                        send.send_nowait((name, attr))
-        for name, attr in headed.items():
-            # a dir shadows a file; a listed object's HEAD may show it is a directory
-            if name in listing and (listing[name].kind is attr.kind or attr.kind is Kind.DIR):
-                listing[name] = attr
+        """The sorted entries of a directory, local nodes merged in: what the listing knows,
+        or complete attributes already known (no HEAD). Records the folder's order for HEADs
+        ahead and lists its first subdirectories ahead."""
+        listing = dict(await self.list_dir(node.path))
+        cache = self.ns.cache
+        prefix = f"{node.path}/" if node.path else ""
+        for name, attr in listing.items():
+            if attr.complete:
+                continue
+            path = prefix + name
+            known = cache.attr(path) or cache.ahead_attr(path)
+            # a dir shadows a file; a listed object's HEAD may show it is a symlink or a dir
+            if (
+                known is not None
+                and known.complete
+                and known.etag == attr.etag
+                and (known.kind is attr.kind or attr.kind is Kind.FILE)
+            ):
+                listing[name] = known
         for child in self.ns.inodes.unsaved_children(node.path):
             listing[name_of(child.path)] = self.ns.local_attr(child)
+        entries = sorted(listing.items())
+        if not self.ns.settings.nometa:
+            self.ns.ahead.record(
+                node.path,
+                [n for n, a in entries if not a.complete and a.kind is not Kind.DIR],
+            )
+        self.ahead.subdirs([prefix + n for n, a in entries if a.kind is Kind.DIR])
         here = self.ns.root_attr if node.ino == ROOT_INODE else node.attr or self.ns.blank(Kind.DIR)
         dots = [(".", here.with_changes(complete=True)), ("..", here.with_changes(complete=True))]
-        return dots + sorted(listing.items())
+        return dots + entries
 
-    async def complete_entry(self, directory: str, name: str, attr: Attr, into: Listing) -> None:
-        """Put the HEADed attributes of a listed entry into ``into`` (nothing if it is gone
-        or the HEAD failed: the listing's attributes stand)."""
-        path = join(directory, name)
-        try:
-            known = self.ns.cache.attr(path)
-            if known is not None and known.complete and known.etag == attr.etag:
-                into[name] = known
-                return
-            if attr.kind is Kind.DIR:
-                new = await self.ns.head_dir(path, attr.old_forms)
-            else:
-                info = await self.ns.head(self.ns.keys.file_key(path))
-                if info is None:
-                    return  # deleted since the listing: keep what the listing said
-                new = self.ns.attr_from_info(info, is_dir=False)
-            self.ns.cache.store_attr(path, new)
-            into[name] = new
-        except Exception as exc:
-            log.warning("HEAD of %r failed, listing attributes used: %s", path, exc)
-
-    async def complete_attrs(self, directory: str, batch: list[tuple[str, Attr]]) -> None:
-        """Replace listing-grade attributes in ``batch`` by HEADed ones, concurrently."""
-        if self.ns.settings.nometa:
-            return
-        headed: Listing = {}
-        async with trio.open_nursery() as nursery:
-            for name, attr in batch:
-                if not attr.complete:
-                    nursery.start_soon(self.complete_entry, directory, name, attr, headed)
-        for index, (name, _) in enumerate(batch):
-            if name in headed:
-                batch[index] = (name, headed[name])
-        if self.ns.metacache is not None and self.ns.metacache.flush_due:
-            await self.ns.metacache.flush()
+    def _as_known(self, path: str, attr: Attr) -> Attr:
+        """A listed object's attributes of its node's kind when its node was HEADed at this
+        version (a symlink stays one, its inode kept), still incomplete: asked again."""
+        node = self.ns.inodes.find(path)
+        if node is None or node.kind is Kind.DIR or node.attr is None:
+            return attr
+        if node.kind is attr.kind or node.attr.etag != attr.etag:
+            return attr
+        return node.attr.with_changes(complete=False)
 
     async def readdir(self, handle: DirHandle, start_id: int, emit: Emit) -> None:
         """Report entries from offset ``start_id`` until ``emit`` refuses one; every entry
@@ -205,8 +208,6 @@ class Listings:
         index = start_id
         while index < len(entries):
             batch = entries[index : index + READDIR_BATCH]
-            await self.complete_attrs(node.path, batch)
-            entries[index : index + len(batch)] = batch
             for offset, (name, attr) in enumerate(batch):
                 if name in (".", ".."):  # reported without taking a reference
                     dot = node if name == "." else self.ns.parent_node(node)
@@ -214,6 +215,8 @@ class Listings:
                         return
                     continue
                 path = join(node.path, name)
+                if not attr.complete and attr.kind is Kind.FILE:
+                    attr = self._as_known(path, attr)
                 child = self.ns.inodes.node_for(path, attr.kind)
                 if self.ns.is_local(child):
                     shown = self.ns.local_attr(child)

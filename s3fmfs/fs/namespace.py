@@ -22,10 +22,16 @@ Invariants:
   rmdir, rename, setattr, uploads) holds a shared claim (``claim``, ``treelock``) on the paths
   it names, taken before any node lock and never nested on other paths; a directory rename
   holds an exclusive one (``changes``).
-- HEADs run concurrently where there are many (a directory's entries, probes), never more
-  than ``CONCURRENCY`` at once for the whole mount (``limiter``). Every HEAD answer goes to
-  the ``MetaCache`` (it keeps those of listed versions, for later mounts); an object this mount
-  wrote is forgotten there (``object_changed``).
+- HEADs run concurrently where there are many (a folder's entries sent ahead, probes), never
+  more than ``HEADS_IN_FLIGHT`` at once for the whole mount (``head_limiter``, within the
+  client's connection pool), sized between ``HEADS_LOW`` and that by the throughput HEADs get
+  (``prefetch.HeadPace``): many for a far server, few for a near one. One HEAD per path at a time
+  (``head_file``): a lookup or getattr of a path whose HEAD is in flight waits for its answer.
+  Every HEAD answer goes to the ``MetaCache`` (it keeps those of listed versions, for later
+  mounts); an object this mount wrote is forgotten there (``object_changed``).
+- A lookup or getattr that needs a HEAD for an entry of a folder just read starts HEADs for
+  the entries after it (``prefetch.HeadAhead``); it uses an answer HEADed ahead while fresh
+  (``cache.AHEAD_FRESH``), and a recently listed name's HEAD instead of a probe.
 - While an inode's handles read a pinned version (``pins``), lookup, getattr and readdir
   report that version's attributes.
 
@@ -63,14 +69,19 @@ from .inodes import ROOT_INODE, InodeTable, Node
 from .keys import KeyMap, is_under, join, name_of, parent_of, valid_name
 from .metacache import MetaCache
 from .pins import Pin, Pins
+from .prefetch import HeadAhead, HeadPace
 from .settings import FsSettings
 from .store import ObjectInfo, ObjectStore
 from .treelock import TreeLock
 
 log = logging.getLogger("s3fmfs.fs")
 
-#: HEADs in flight at once for one mount (readdirplus, renames of directories).
+#: Requests at once of a mount's batch work (renames of directories, flushes).
 CONCURRENCY = 16
+#: HEADs in flight at once for one mount: from 16 (near servers: more only cost CPU) up to 64
+#: (a server 10 ms away answers 64 as fast as 16), as the throughput says (``HeadPace``).
+HEADS_LOW = 16
+HEADS_IN_FLIGHT = 64
 MAX_SKIPPED_LOGGED = 10_000
 
 
@@ -78,6 +89,15 @@ def content_type_of(path: str) -> str:
     """The content type an upload of ``path`` gets, from its name."""
     guessed, _ = mimetypes.guess_type(name_of(path), strict=False)
     return guessed or "application/octet-stream"
+
+
+class _Pending:
+    """A file HEAD in flight: its answer, once ``done`` (``answered`` False: it failed)."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.answered = False
+        self.attr: Attr | None = None
 
 
 class Namespace:
@@ -105,6 +125,11 @@ class Namespace:
         self.root_attr = implicit_dir(self.defaults, self.mount_time)
         self.inodes = InodeTable(self.root_attr)
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
+        self.head_limiter = trio.CapacityLimiter(HEADS_IN_FLIGHT)
+        self.head_pace = HeadPace(self.head_limiter, HEADS_LOW, HEADS_IN_FLIGHT, time.monotonic)
+        self._heads: dict[str, _Pending] = {}  # path → its file HEAD in flight
+        #: folders just read, and the HEADs sent ahead of their getattrs
+        self.ahead = HeadAhead(self.fetch_ahead, timer, settings.dir_ttl)
         self._skipped: set[str] = set()
         #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
         self.metacache = None if settings.nometa else metacache
@@ -199,11 +224,52 @@ class Namespace:
         )
 
     async def head(self, key: str) -> ObjectInfo | None:
-        async with self.limiter:
-            info = await self.store.head(key)
+        async with self.head_limiter:
+            try:
+                info = await self.store.head(key)
+            finally:
+                self.head_pace.done()
         if info is not None and self.metacache is not None:
             self.metacache.record(info)  # kept if it is the version a listing showed
         return info
+
+    async def head_file(self, path: str, *, ahead: bool = False) -> Attr | None:
+        """The HEADed attributes of the object at ``path`` (None: no such object). One HEAD
+        per path at a time: a second caller waits for the first one's answer (and sends its
+        own if that one failed). ``ahead``: kept as an answer sent ahead (``store_ahead``)."""
+        while (pending := self._heads.get(path)) is not None:
+            await pending.done.wait()
+            if pending.answered:
+                return pending.attr
+        pending = _Pending()
+        self._heads[path] = pending
+        try:
+            info = await self.head(self.keys.file_key(path))
+            pending.attr = None if info is None else self.attr_from_info(info, is_dir=False)
+            pending.answered = True
+        finally:
+            if self._heads.get(path) is pending:
+                del self._heads[path]
+            pending.done.set()
+        if ahead and pending.attr is not None:
+            node = self.inodes.find(path)
+            if node is None or not self.is_local(node):  # not if it became local meanwhile
+                self.cache.store_ahead(path, pending.attr)
+        return pending.attr
+
+    async def fetch_ahead(self, path: str) -> None:
+        """HEAD ``path`` ahead of its getattr, unless known or in flight; never raises."""
+        cached = self.cache.attr(path)
+        if (cached is not None and cached.complete) or path in self._heads:
+            return
+        if self.cache.ahead_attr(path) is not None:
+            return
+        try:
+            await self.head_file(path, ahead=True)
+            if self.metacache is not None and self.metacache.flush_due:
+                await self.metacache.flush()  # not 100,000 rows queued till the end
+        except Exception as exc:
+            log.debug("HEAD ahead of %r failed: %s", path, exc)
 
     async def object_changed(self, key: str) -> None:
         """This mount wrote the object at ``key``: what the metadata cache knows of it may
@@ -297,16 +363,23 @@ class Namespace:
             return self.local_attr(node)
         cached = self.cache.attr(path)
         if cached is not None and (cached.complete or self.settings.nometa):
+            self.ahead.wanted(path, start=False)  # keep sending ahead of a walk in progress
             return cached
+        ready = self.cache.ahead_attr(path)
+        if ready is not None:
+            self.ahead.wanted(path, start=False)
+            return ready
         if cached is None and self.cache.is_missing(path):
             return None
         attr: Attr | None = None
         if cached is not None and cached.kind is Kind.DIR:
             attr = await self.head_dir(path, cached.old_forms)
-        elif cached is not None:
-            info = await self.head(self.keys.file_key(path))
-            if info is not None:
-                attr = self.attr_from_info(info, is_dir=False)
+        elif cached is not None or self.ahead.listed(path):
+            listed = self.ahead.listed(path)
+            self.ahead.wanted(path, start=True)  # the entries after it, while this one waits
+            attr = await self.head_file(path)
+            if listed and attr is not None:  # the kernel's getattr (or relookup) comes next
+                self.cache.store_ahead(path, attr, used=True)
         if attr is None:
             attr = await self.probe(path)
         # the node may have become local while we awaited

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from s3fmfs.fs.attrs import Attr
+from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.settings import FsSettings
@@ -73,8 +73,26 @@ async def parent_and_name(core: FsCore, path: str) -> tuple[int, bytes]:
     return (await walk(core, parent))[0] if parent else ROOT_INODE, name.encode()
 
 
-async def listdir(core: FsCore, ino: int = ROOT_INODE) -> dict[str, tuple[int, Attr]]:
-    """Every entry of a directory (dots left out)."""
+async def listdir(
+    core: FsCore, ino: int = ROOT_INODE, *, names_only: bool = False
+) -> dict[str, tuple[int, Attr]]:
+    """Every entry of a directory (dots left out), as ``ls -l`` sees them: an entry readdir
+    reports with a listing's attributes alone is asked again as the kernel would (timeouts
+    of 0: a lookup, or a getattr for a directory), unless ``names_only`` (``ls``)."""
+    seen = await _readdir(core, ino)
+    if names_only:
+        return seen
+    for name, (child, attr) in list(seen.items()):
+        if attr.complete:
+            continue
+        if attr.kind is Kind.DIR:
+            seen[name] = (child, await core.getattr(child))
+        else:
+            seen[name] = await core.lookup(ino, name.encode())  # a reference, as the kernel's
+    return seen
+
+
+async def _readdir(core: FsCore, ino: int) -> dict[str, tuple[int, Attr]]:
     fh = await core.opendir(ino)
     seen: dict[str, tuple[int, Attr]] = {}
 

@@ -129,9 +129,12 @@ class Kernel:
         fh = await self.core.opendir(ino)
         seen: dict[str, Attr] = {}
 
+        inos: dict[str, int] = {}
+
         def emit(name: bytes, child: int, attr: Attr, next_id: int) -> bool:
             if name not in (b".", b".."):
                 seen[name.decode()] = attr
+                inos[name.decode()] = child
                 self.refs[child] += 1
             return True
 
@@ -139,4 +142,12 @@ class Kernel:
             await self.core.readdir(fh, 0, emit)
         finally:
             await self.core.releasedir(fh)
+        for name, attr in list(seen.items()):
+            # a listing's attributes alone come with timeouts of 0: the kernel asks again
+            if attr.complete:
+                continue
+            if attr.kind is Kind.DIR:
+                seen[name] = await self.core.getattr(inos[name])
+            else:
+                seen[name] = (await self.lookup(ino, name))[1]
         return seen
