@@ -952,6 +952,8 @@ def _error(status: int, code: str = "", **headers: str) -> Exception:
         (_error(502), True),
         (_error(503, "SlowDown"), True),
         (_error(504), True),
+        (_error(501, "NotImplemented"), False),
+        (_error(505), False),
         (_error(429), True),
         (_error(400, "RequestTimeout"), True),
         (_error(400, "SlowDown"), True),

@@ -28,6 +28,10 @@ from .errors import (
 )
 
 
+#: Server errors (5xx) that say the request can never succeed there.
+NOT_TEMPORARY = (501, 505)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a replayable request is retried.
@@ -50,6 +54,8 @@ class RetryPolicy:
         """Whether a failure is temporary."""
         if isinstance(exc, S3TransportError):
             return True
+        if isinstance(exc, S3ServerError) and exc.status in NOT_TEMPORARY:
+            return False  # 501 NotImplemented: asking again gets the same answer
         if isinstance(exc, S3ServerError | TooManyRequests | RequestTimeout):
             return True
         return isinstance(exc, S3ResponseError) and exc.status in (429, 500, 502, 503, 504)
