@@ -27,7 +27,6 @@ from .errors import (
     TooManyRequests,
 )
 
-
 #: Server errors (5xx) that say the request can never succeed there.
 NOT_TEMPORARY = (501, 505)
 

@@ -115,7 +115,7 @@ class MetadataCache:
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
         #: path → (arrival, first use or None, attributes) of HEADs sent ahead of their getattrs
         self.ahead: dict[str, tuple[float, float | None, Attr]] = {}
-        self._timer = timer
+        self._timer = self.timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
 
     def expire(self) -> int:

@@ -124,6 +124,7 @@ class FsCore:
         self.read_budget = ReadBudget(self.settings.readahead_mb << 20)
         self.open_files = Handles(self.ns, self.files, self.pins, self.read_budget)
         self.listings = Listings(self.ns)
+        self.ns.list_folder = self.listings.list_for_lookups  # lookups answered by listings
         self.changes = Changes(self.ns, self.files, self.pins)
         # what tests and the lifecycle look at
         self.keys = self.ns.keys

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 import trio
+from cachetools import TTLCache
 
 from .attrs import Attr, Kind, attr_from_object, folder_name, implicit_dir
 from .cache import Listing
@@ -43,6 +44,10 @@ log = logging.getLogger("s3fmfs.fs")
 
 #: Entries reported per slice of a snapshot.
 READDIR_BATCH = 512
+#: Entries at most of a folder listed to answer lookups (one page of S3's listing); folders
+#: remembered as bigger than that.
+LOOKUP_LIST_MAX = 1000
+MAX_BIG = 1024
 
 #: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
 Emit = Callable[[bytes, int, Attr, int], bool]
@@ -54,6 +59,10 @@ class Listings:
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
         self.running: dict[str, trio.Event] = {}  # directories being listed
+        #: folders too big to list for a lookup (``list_for_lookups``), for ``dir_ttl``
+        self.big: MutableMapping[str, bool] = TTLCache(
+            maxsize=MAX_BIG, ttl=max(ns.settings.dir_ttl, 1e-9), timer=ns.cache.timer
+        )
         #: listings of a walked tree's subdirectories, fetched ahead into the cache
         self.ahead = ListAhead(self.list_ahead, enabled=ns.settings.dir_ttl > 0)
 
@@ -78,6 +87,21 @@ class Listings:
         finally:
             del self.running[path]
             done.set()
+
+    async def list_for_lookups(self, path: str) -> None:
+        """List folder ``path`` so that lookups of names in it are answered from the listing
+        (``Namespace.resolve``): a folder of at most ``LOOKUP_LIST_MAX`` entries, one page.
+        A bigger one is remembered for ``dir_ttl`` and its names probed one by one; never
+        raises (the probe that follows asks the bucket anyway)."""
+        if self.ns.cache.listing(path) is not None or path in self.big:
+            return
+        try:
+            await self.list_dir(path, limit=LOOKUP_LIST_MAX)
+        except Exception as exc:
+            log.debug("listing %r for lookups failed: %s", path, exc)
+            return
+        if self.ns.cache.listing(path) is None:
+            self.big[path] = True
 
     async def list_ahead(self, path: str) -> None:
         """List ``path`` into the cache ahead of its readdir (``prefetch``); never raises."""
@@ -144,7 +168,8 @@ class Listings:
                 dirs.update(page_dirs)
                 if on_page is not None:
                     on_page({**page_files, **page_dirs})
-                if limit is not None and len(files) + len(dirs) > limit:
+                seen = len(files) + len(dirs)
+                if limit is not None and (seen > limit or (page.truncated and seen >= limit)):
                     return {**files, **dirs}  # too big to list ahead: not kept
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
         for name, attr in dirs.items():

@@ -46,7 +46,7 @@ import errno
 import logging
 import mimetypes
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import trio
 
@@ -63,7 +63,7 @@ from .attrs import (
     metadata_of,
     truncate_to_seconds,
 )
-from .cache import MetadataCache
+from .cache import Listing, MetadataCache
 from .errno_map import FsError
 from .inodes import ROOT_INODE, InodeTable, Node
 from .keys import KeyMap, is_under, join, name_of, parent_of, valid_name
@@ -131,6 +131,8 @@ class Namespace:
         #: folders just read, and the HEADs sent ahead of their getattrs
         self.ahead = HeadAhead(self.fetch_ahead, timer, settings.dir_ttl)
         self._skipped: set[str] = set()
+        #: lists a small folder into the cache (``Listings.list_for_lookups``; set by the core)
+        self.list_folder: Callable[[str], Awaitable[None]] | None = None
         #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
         self.metacache = None if settings.nometa else metacache
         #: claims on subtrees: a directory rename excludes every change under its paths
@@ -372,16 +374,31 @@ class Namespace:
         if cached is None and self.cache.is_missing(path):
             return None
         attr: Attr | None = None
+        headed = False
         if cached is not None and cached.kind is Kind.DIR:
+            headed = True
             attr = await self.head_dir(path, cached.old_forms)
-        elif cached is not None or self.ahead.listed(path):
+        elif headed := (cached is not None or self.ahead.listed(path)):
             listed = self.ahead.listed(path)
             self.ahead.wanted(path, start=True)  # the entries after it, while this one waits
             attr = await self.head_file(path)
             if listed and attr is not None:  # the kernel's getattr (or relookup) comes next
                 self.cache.store_ahead(path, attr, used=True)
+        folder = None if cached is not None or headed else await self.folder_listing(path)
+        if folder is not None:
+            entry = folder.get(name_of(path))
+            if entry is None:
+                return self._resolved(path, None)  # not in its folder: nothing there
+            if entry.kind is Kind.DIR:
+                attr = await self.head_dir(path, entry.old_forms)
+            else:
+                attr = await self.head_file(path)
         if attr is None:
             attr = await self.probe(path)
+        return self._resolved(path, attr)
+
+    def _resolved(self, path: str, attr: Attr | None) -> Attr | None:
+        """What ``resolve`` found, into the caches (unless the node became local meanwhile)."""
         # the node may have become local while we awaited
         node = self.inodes.find(path)
         if node is not None and self.inodes.is_unsaved(node):
@@ -391,6 +408,20 @@ class Namespace:
         else:
             self.cache.store_attr(path, attr)
         return attr
+
+    async def folder_listing(self, path: str) -> Listing | None:
+        """The fresh listing of the folder of ``path``, after listing it if it is small
+        (``list_folder``; None: too big, or listings are not kept): one listing answers the
+        lookups of every name in it (an untar into a folder whose cached listing expired: no
+        four-request probe per new name). Not when ``neg_ttl`` is shorter than ``dir_ttl``: a
+        name missing from a listing is missing for ``dir_ttl``, longer than asked."""
+        ttl = self.settings.dir_ttl
+        if self.list_folder is None or path == "" or ttl <= 0 or self.settings.neg_ttl < ttl:
+            return None
+        parent = parent_of(path)
+        if self.cache.listing(parent) is None:
+            await self.list_folder(parent)
+        return self.cache.listing(parent)
 
     async def lookup(self, parent_ino: int, name: bytes) -> tuple[int, Attr]:
         """The entry ``name`` in a directory; takes one lookup reference on its inode."""
