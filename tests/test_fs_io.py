@@ -763,6 +763,28 @@ async def test_sequential_write_streams_parts_before_close(
     assert attr.size == len(data)
 
 
+async def test_write_after_a_flush_of_the_empty_file_still_streams(
+    core: tuple[FsCore, IOStore], raw: S3Store
+) -> None:
+    """dd (and any shell redirection) closes a duplicate of the new file before writing: that
+    flush makes the empty object (the file exists from its first close); the writes after it
+    still stream their parts, and close completes them (no whole upload at close)."""
+    fs, store = core
+    data = pattern(22 * MiB, seed=4)
+    fh, _ = await create(fs, "dd.bin")
+    await fs.flush(fh)  # close(3) after dup2(3, 1)
+    assert store.count("put") == 1
+    info = await raw.head("dd.bin")
+    assert info is not None and info.size == 0
+    await write_seq(fs, fh, data)
+    assert store.count("create_multipart") == 1 and store.count("upload_part") == 4
+    await fs.flush(fh)
+    await fs.release(fh)
+    assert (store.count("put"), store.count("complete"), store.count("abort")) == (1, 1, 0)
+    assert store.count("upload_part") == 5
+    assert await raw.get_range("dd.bin", 0, None) == data
+
+
 async def test_upload_concurrency_is_bounded(core: tuple[FsCore, IOStore]) -> None:
     fs, store = core
     store.part_delay = 0.05

@@ -12,10 +12,11 @@ Invariants:
   readers were served another version than the one filled goes stale.
 - Every write and truncation takes a ticket (``writeorder``) before its first ``await`` and
   gives it back once its bytes are in the buffer: reads never overtake it.
-- A new or truncated-to-zero file written sequentially streams its parts to a multipart
-  upload while it is written (STREAMING); flush completes it. Anything else (a write behind
-  the parts, a truncation, a rename, an unlink, a failed part) ends the stream (aborted), and
-  flush uploads the whole buffer.
+- A new or truncated-to-zero file, or one empty when written to (saved empty by a close of
+  a duplicate descriptor, as dd and shell redirections do), written sequentially streams its
+  parts to a multipart upload while it is written (STREAMING); flush completes it. Anything
+  else (a write behind the parts, a truncation, a rename, an unlink, a failed part) ends the
+  stream (aborted), and flush uploads the whole buffer.
 - An upload that fails for good is EIO, and the buffer's data goes to a recovery copy (KEPT;
   ``recovery.RecoveryFolder``); a later upload removes that copy. When no copy can be written,
   the content stays unsaved (``unsaved``), and a stopping mount waits until it is uploaded or
@@ -36,6 +37,7 @@ import trio
 from ..client.errors import PreconditionFailed
 from . import limits
 from .attrs import OUR_META, metadata_of
+from .content import ContentState
 from .errno_map import FsError
 from .inodes import Node
 from .namespace import CONCURRENCY, Namespace, content_type_of
@@ -142,8 +144,11 @@ class Files:
         try:
             async with node.lock:
                 buffer = await self.ensure_buffer(node, need_data=True)
+                empty = buffer.size == 0
                 await buffer.pwrite(offset, data)
                 self._touch(node)
+                if empty:  # known from offset 0 (e.g. saved empty by a close of a dup)
+                    self.begin_stream(node)
                 self.write_order.end(node.ino, ticket)  # applied: reads may go on
                 await self._stream_write(node, offset)
         finally:
@@ -171,6 +176,8 @@ class Files:
         may go up while it is written."""
         content = node.content
         if content.stream is not None or not node.path_attached:
+            return
+        if content.state is not ContentState.DIRTY:  # (discarded: never uploaded)
             return
         key = self.ns.keys.file_key(node.path)
         stream = self.uploader.stream(key, node.path, self.nursery)

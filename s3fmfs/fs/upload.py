@@ -22,10 +22,11 @@ Invariants:
   any, is removed (the bucket holds that data or newer).
 
 Streaming (``StreamingUpload``):
-- One per inode being written, created when the file is new or truncated to zero (its
-  content is then known from offset 0). Parts are cut from the write buffer as soon as it
-  holds a whole part beyond what was handed out (``scheduled``); the multipart upload itself
-  is created with the first part, so a file smaller than one part is still one PUT at flush.
+- One per inode being written, created when the file is new, truncated to zero, or empty
+  when written to (its content is then known from offset 0). Parts are cut from the write
+  buffer as soon as it holds a whole part beyond what was handed out (``scheduled``); the
+  multipart upload itself is created with the first part, so a file smaller than one part is
+  still one PUT at flush.
 - ``advance`` (called by the writer, under the inode's lock) waits while ``concurrency``
   parts are in flight, so a writer faster than the network waits for it and ``finish`` waits
   for at most ``concurrency`` parts plus the tail.
