@@ -46,9 +46,10 @@ import errno
 import logging
 import mimetypes
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
 import trio
+from cachetools import TTLCache
 
 from . import limits
 from .attrs import (
@@ -83,6 +84,10 @@ CONCURRENCY = 16
 HEADS_LOW = 16
 HEADS_IN_FLIGHT = 64
 MAX_SKIPPED_LOGGED = 10_000
+#: Names probed in vain in a folder (within ``dir_ttl``) before a lookup lists it instead;
+#: folders counted at most.
+LIST_AFTER_MISSES = 3
+MAX_MISS_FOLDERS = 1024
 
 
 def content_type_of(path: str) -> str:
@@ -131,6 +136,10 @@ class Namespace:
         #: folders just read, and the HEADs sent ahead of their getattrs
         self.ahead = HeadAhead(self.fetch_ahead, timer, settings.dir_ttl)
         self._skipped: set[str] = set()
+        #: folder → names probed in vain there within ``dir_ttl`` (``folder_listing``)
+        self._misses: MutableMapping[str, int] = TTLCache(
+            maxsize=MAX_MISS_FOLDERS, ttl=max(settings.dir_ttl, 1e-9), timer=timer
+        )
         #: lists a small folder into the cache (``Listings.list_for_lookups``; set by the core)
         self.list_folder: Callable[[str], Awaitable[None]] | None = None
         #: HEADed metadata of unchanged objects across mounts (unused with nometa: no HEADs).
@@ -395,6 +404,9 @@ class Namespace:
                 attr = await self.head_file(path)
         if attr is None:
             attr = await self.probe(path)
+            if attr is None and path:
+                parent = parent_of(path)
+                self._misses[parent] = self._misses.get(parent, 0) + 1
         return self._resolved(path, attr)
 
     def _resolved(self, path: str, attr: Attr | None) -> Attr | None:
@@ -413,13 +425,17 @@ class Namespace:
         """The fresh listing of the folder of ``path``, after listing it if it is small
         (``list_folder``; None: too big, or listings are not kept): one listing answers the
         lookups of every name in it (an untar into a folder whose cached listing expired: no
-        four-request probe per new name). Not when ``neg_ttl`` is shorter than ``dir_ttl``: a
-        name missing from a listing is missing for ``dir_ttl``, longer than asked."""
+        four-request probe per new name). Only once ``LIST_AFTER_MISSES`` names were probed in
+        vain there within ``dir_ttl`` (names being created, not one name polled: a listing
+        hides every object made behind the mount's back, not just that name, for ``dir_ttl``),
+        and not when ``neg_ttl`` is shorter than ``dir_ttl``."""
         ttl = self.settings.dir_ttl
         if self.list_folder is None or path == "" or ttl <= 0 or self.settings.neg_ttl < ttl:
             return None
         parent = parent_of(path)
         if self.cache.listing(parent) is None:
+            if self._misses.get(parent, 0) < LIST_AFTER_MISSES:
+                return None
             await self.list_folder(parent)
         return self.cache.listing(parent)
 
