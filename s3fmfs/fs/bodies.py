@@ -68,8 +68,8 @@ class Bodies:
         """The body of version ``etag`` of ``path``, fetched within ``reserved`` bytes."""
         self.used -= reserved
         self.drop(path)
-        if not etag or self.used + len(body) > self.budget:
-            return
+        if not etag or not body or self.used + len(body) > self.budget:
+            return  # (an empty file's reads send nothing anyway)
         self.kept[path] = (etag, body, self.timer())
         self.used += len(body)
 
