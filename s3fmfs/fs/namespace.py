@@ -29,6 +29,11 @@ Invariants:
   (``head_file``): a lookup or getattr of a path whose HEAD is in flight waits for its answer.
   Every HEAD answer goes to the ``MetaCache`` (it keeps those of listed versions, for later
   mounts); an object this mount wrote is forgotten there (``object_changed``).
+- A file's HEAD (``head_file``) is a GET of the whole object instead when a listing showed it
+  at most ``bodies.SMALL`` bytes (``head_or_get``: If-Match its listed ETag, within the
+  bodies' budget, not with nometa): same attributes, counted and limited as a HEAD, and the
+  body kept in ``cache.bodies`` for the read that follows (``handles``). A 412 (changed since
+  the listing) or no room: a HEAD.
 - A lookup or getattr that needs a HEAD for an entry of a folder just read starts HEADs for
   the entries after it (``prefetch.HeadAhead``); it uses an answer HEADed ahead while fresh
   (``cache.AHEAD_FRESH``), and a recently listed name's HEAD instead of a probe.
