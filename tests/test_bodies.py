@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Any
 
 import pytest
 
 from s3fmfs.fs import bodies
+from s3fmfs.fs.attrs import Kind
 from s3fmfs.fs.bodies import SMALL, Bodies
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
@@ -192,6 +194,17 @@ async def test_a_body_serves_only_the_version_pinned(time: FakeTime) -> None:
     assert now.etag == store.objects["g"].etag and "g" in core.cache.bodies.kept
     assert await cat(core, ino_g) == b"new"  # the old body never serves the new pin
     assert gets(store) == 1 and "g" not in core.cache.bodies.kept
+
+
+async def test_a_symlinks_lookup_brings_its_target(time: FakeTime) -> None:
+    store = MemStore()
+    store.put_object("link", b"some/target", {"mode": str(stat.S_IFLNK | 0o777)})
+    core = make_core(store, time=time, **TTLS)
+    await listdir(core, names_only=True)
+    ino, attr = await core.lookup(ROOT_INODE, b"link")
+    assert attr.kind is Kind.SYMLINK
+    assert await core.readlink(ino) == b"some/target"
+    assert store.total() - store.count("list") == 1 == store.count("get_object")
 
 
 async def test_nometa_sends_no_get_for_attributes(time: FakeTime) -> None:

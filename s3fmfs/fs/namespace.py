@@ -581,14 +581,19 @@ class Namespace:
                 self.inodes.detach(n)
 
     async def readlink(self, ino: int) -> bytes:
-        """A symlink's target: its object's body (cached per ETag)."""
+        """A symlink's target: its object's body (cached per ETag; the body its lookup's GET
+        brought, if kept)."""
         node = self.inodes.get(ino)
         if node.kind is not Kind.SYMLINK:
             raise FsError(errno.EINVAL)
         etag = node.attr.etag if node.attr else ""
         if node.link_target is not None and node.link_target[0] == etag:
             return node.link_target[1]
-        target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
+        kept = self.cache.bodies.take(node.path, etag) if etag else None  # its lookup's GET
+        if kept is not None:
+            target = kept
+        else:
+            target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
         if len(target) > limits.SYMLINK_MAX:  # made by another client: the kernel refuses it
             log.warning("symlink %r: its %d-byte target is too long", node.path, len(target))
             raise FsError(errno.ENAMETOOLONG, "symlink target too long")
