@@ -2,14 +2,17 @@
 elapsed seconds and requests by kind (s3rver's counts), alternating the two, and the raw
 baseline (a listing, then one GET per file, sequentially). Not a test: a measurement.
 
-    PYTHONPATH=. python -m tests.bench.grep_small BASE_SRC [FILES] [ROUNDS]
+    PYTHONPATH=. python -m tests.bench.grep_small BASE_SRC [FILES] [ROUNDS] [DELAY_MS]
 
 ``BASE_SRC``: a directory holding the ``s3fmfs`` package to compare with (e.g. ``git archive
 MAIN s3fmfs | tar -x -C BASE_SRC``); the other is the one on ``PYTHONPATH`` (or installed).
+``DELAY_MS``: the server that far away (the bench's latency proxy), else loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -22,6 +25,7 @@ from tests.bench import raw
 from tests.bench.counting import counting_s3rver
 from tests.bench.data import NEEDLE, small_tree
 from tests.bench.systems import Target, drop_caches, fresh_mount
+from tests.support.latency_proxy import latency_proxy
 
 BUCKET = "grepsmall"
 
@@ -30,6 +34,7 @@ def main() -> None:
     base_src = str(Path(sys.argv[1]).resolve())
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 500
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    delay_ms = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     here = os.environ.get("PYTHONPATH", "")
     files = small_tree(count)
     small = sum(1 for f in files if len(f.data) <= 64 << 10)
@@ -37,14 +42,22 @@ def main() -> None:
     variants = {"before": base_src, "after": here}
     times: dict[str, list[float]] = {"before": [], "after": [], "raw": []}
     reqs: dict[str, dict[str, int]] = {}
-    with counting_s3rver() as server, tempfile.TemporaryDirectory() as tmp:
+    with (
+        counting_s3rver() as server,
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        measured = server.measured
+        if delay_ms:
+            proxy = stack.enter_context(latency_proxy(measured.host, measured.port, delay_ms))
+            measured = dataclasses.replace(measured, host=proxy.host, port=proxy.port)
         control = raw.Bucket(server.control, BUCKET)
         control.create()
         control.put_many({f"src/{f.path}": f.data for f in files})
         for r in range(rounds):
             for name, path in variants.items() if r % 2 == 0 else reversed(variants.items()):
                 os.environ["PYTHONPATH"] = path
-                target = Target(server.measured, BUCKET, Path(tmp))
+                target = Target(measured, BUCKET, Path(tmp))
                 with fresh_mount("s3fmfs", target, f"{name}{r}") as mount:
                     drop_caches()
                     before = server.counts()
@@ -62,7 +75,7 @@ def main() -> None:
                 reqs[name] = {k: after[k] - before[k] for k in after if after[k] != before[k]}
                 print(f"round {r} {name}: {elapsed:.3f} s {reqs[name]}", flush=True)
             before = server.counts()
-            times["raw"].append(raw.grep(raw.Bucket(server.measured, BUCKET), "src/", files))
+            times["raw"].append(raw.grep(raw.Bucket(measured, BUCKET), "src/", files))
             after = server.counts()
             reqs["raw"] = {k: after[k] - before[k] for k in after if after[k] != before[k]}
             print(f"round {r} raw: {times['raw'][-1]:.3f} s {reqs['raw']}", flush=True)
