@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from s3fmfs.fs import limits
+from s3fmfs.fs.bodies import SMALL
 from s3fmfs.fs.errno_map import FsError
 from tests.support.fakes3 import SYNTHETIC_SIZE, FakeObject, FakeS3, Fault, fake_s3
 from tests.support.mount import daemon_pid, is_mounted, log_tail, mounted, s3fmfs_command
@@ -269,6 +270,9 @@ LISTING_FAULTS = {
 GET_FAULTS = {"short-body": Fault.BODY_SHORTER, "long-body": Fault.BODY_LONGER}
 HEAD_FAULTS = {"head-cut": Fault.HEAD_CUT, "head-bad-length": Fault.HEAD_BAD_LENGTH}
 GOOD = bytes(range(256)) * 40
+#: Past ``bodies.SMALL``: a lookup HEADs it (a smaller listed object's lookup is a GET).
+HEADED = bytes(range(256)) * 257
+assert len(HEADED) > SMALL
 
 
 def seed_faults(fake: FakeS3) -> None:
@@ -277,8 +281,11 @@ def seed_faults(fake: FakeS3) -> None:
     for prefix, fault in LISTING_FAULTS.items():
         fake.objects[prefix + "x"] = FakeObject(b"x")
         fake.faults[prefix] = fault
-    for key, fault in {**GET_FAULTS, **HEAD_FAULTS, "head-junk": Fault.HEAD_JUNK}.items():
+    for key, fault in GET_FAULTS.items():
         fake.objects[key] = FakeObject(GOOD)
+        fake.faults[key] = fault
+    for key, fault in {**HEAD_FAULTS, "head-junk": Fault.HEAD_JUNK}.items():
+        fake.objects[key] = FakeObject(HEADED)  # HEADed (a small one's lookup is a GET)
         fake.faults[key] = fault
 
 
@@ -310,7 +317,7 @@ def test_garbage_from_the_server_is_eio_and_logged(tmp_path: Path):
                 assert errno_of(partial(os.stat, mnt / key)) == errno.EIO
                 assert_still_serving(mnt)
             # junk after a HEAD answer: the HEAD itself is fine, the connection is dropped
-            assert os.stat(mnt / "head-junk").st_size == len(GOOD)
+            assert os.stat(mnt / "head-junk").st_size == len(HEADED)
             assert_still_serving(mnt)
             peak = peak_rss(pid)
             assert Path(f"/proc/{pid}").exists() and peak < 150 * 10**6

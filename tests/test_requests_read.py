@@ -1,11 +1,12 @@
 """Requests per small file, counted: a real mount over moto through the counting proxy
 (:mod:`tests.support.faultproxy`, no faults).
 
-- Opening and reading a file whose attributes are known (stat'ed before) costs one GET and no
-  HEAD, whether it is 4 KiB, 100 KiB or 3 MiB (a small object comes whole); reading past its
-  end sends nothing.
-- ``grep -r`` over N files never seen by the mount costs N GETs (one per file with content),
-  the listings, and at most one HEAD per object.
+- A stat, open and read of a listed file costs one GET if it is at most 64 KiB (the stat's:
+  its body serves the read), else a HEAD and one GET, whether 100 KiB or 3 MiB (a small object
+  comes whole); reading past its end sends nothing.
+- ``grep -r`` over N files never seen by the mount costs N GETs, one per file: no HEAD for
+  those of at most 64 KiB (empty ones too), one HEAD each for larger ones; and the listings
+  and the folders' probes.
 - ``tar -xf`` of N small files costs one PUT per file and no COPY (mode and mtime set by tar
   ride on the upload), with ``--no-same-owner`` and without (as root: chown too); reading them
   back is one GET per file and nothing else; a chmod after the upload is still a COPY.
@@ -24,10 +25,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from s3fmfs.fs.bodies import SMALL
 from tests.support.faultproxy import FaultProxy, Request, fault_proxy
 from tests.support.mount import mounted
 from tests.support.servers import S3Server, unique_bucket
@@ -91,30 +93,48 @@ def body(i: int) -> bytes:
     return text
 
 
-def test_open_read_close_of_a_known_file_is_one_get(
+def per_key(proxy: FaultProxy, bucket: str, since: int = 0) -> dict[str, Counter[str]]:
+    """HEADs and GETs of objects (not listings) since the ``since``-th request, by key."""
+    found: dict[str, Counter[str]] = {}
+    for request in proxy.log[since:]:
+        what = kind(request)
+        path = unquote(urlsplit(request.target).path)
+        if what in ("HEAD", "GET") and path.startswith(f"/{bucket}/"):
+            found.setdefault(path[len(bucket) + 2 :], Counter())[what] += 1
+    return found
+
+
+def test_stat_open_read_close_is_one_get_for_a_small_file(
     proxy: FaultProxy, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
+    """A listed file up to ``bodies.SMALL`` (64 KiB): its stat's GET brings the bytes the read
+    wants; a larger one: a HEAD at the stat, one GET at the read (it comes whole)."""
     s3.put_object(Bucket=bucket, Key="small", Body=b"s" * 4096)
     s3.put_object(Bucket=bucket, Key="medium", Body=b"m" * 100_000)
     s3.put_object(Bucket=bucket, Key="bigger", Body=b"b" * (3 << 20))  # over the first window
     with mounted(proxy.server, bucket, tmp_path=tmp_path, options=LONG_TTLS) as mnt:
+        assert sorted(os.listdir(mnt)) == ["bigger", "medium", "small"]
+        expected = {"small": Counter(GET=1), "medium": Counter(HEAD=1, GET=1)}
+        expected["bigger"] = expected["medium"]
         for name, size in (("small", 4096), ("medium", 100_000), ("bigger", 3 << 20)):
-            assert (mnt / name).stat().st_size == size  # the attributes are known
             start = len(proxy.log)
+            assert (mnt / name).stat().st_size == size
             with open(mnt / name, "rb", buffering=0) as f:
                 data = b""
                 while chunk := f.read(4096):
                     data += chunk
                 assert f.read(4096) == b""  # past the end: nothing sent
-            assert len(data) == size
+            assert data == name[0].encode() * size
             seen = counts(proxy, start)
             print(name, dict(seen))
-            assert seen == Counter(GET=1), f"{name}: {dict(seen)}"
+            assert seen == expected[name], f"{name}: {dict(seen)}"
 
 
-def test_grep_r_is_one_get_per_file(
+def test_grep_r_is_one_request_per_small_file(
     proxy: FaultProxy, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
+    """Files up to 64 KiB (the empty ones too): one GET each, at their lookup, no HEAD;
+    larger ones: a HEAD and one GET."""
     bodies = {f"tree/d{i % 3}/f{i:03d}.txt": body(i) for i in range(N_FILES)}
     for key, data in bodies.items():
         s3.put_object(Bucket=bucket, Key=key, Body=data)
@@ -128,6 +148,7 @@ def test_grep_r_is_one_get_per_file(
         )
         assert done.returncode == 0, done.stderr
         seen = counts(proxy, start)
+        by_key = per_key(proxy, bucket, start)
         print("grep -r", N_FILES, "files:", dict(seen))
     found = {
         line.rsplit(":", 1)[0]: int(line.rsplit(":", 1)[1])
@@ -135,11 +156,15 @@ def test_grep_r_is_one_get_per_file(
     }
     expected = {str(mnt / k): int(v.startswith(NEEDLE)) for k, v in bodies.items()}
     assert found == expected
-    with_content = sum(1 for v in bodies.values() if v)
-    assert seen["GET"] == with_content, dict(seen)
-    # at most one per object, and per folder (tree and its 3) its marker and s3fs's forms
+    for key, data in bodies.items():
+        wanted = Counter(GET=1) if len(data) <= SMALL else Counter(HEAD=1, GET=1)
+        assert by_key.get(key) == wanted, (key, len(data), by_key.get(key))
+    small = sum(1 for v in bodies.values() if len(v) <= SMALL)
+    assert 0 < small < len(bodies)
+    # the rest: per folder (tree and its 3) its marker and s3fs's forms, at most
     folders = 4
-    assert seen["HEAD"] <= len(bodies) + 3 * folders, dict(seen)
+    assert seen["GET"] == len(bodies), dict(seen)
+    assert seen["HEAD"] - (len(bodies) - small) <= 3 * folders, dict(seen)
     assert seen["LIST"] <= 2 * folders, dict(seen)  # a listing and a probe each, at most
     assert set(seen) <= {"GET", "HEAD", "LIST"}, dict(seen)
 

@@ -13,6 +13,8 @@ Invariants:
   what a readdirplus answer would have carried); so a change behind the mount shows within
   ``max(stat_ttl, AHEAD_GRACE)`` of a use. At most ``MAX_AHEAD`` of them (the oldest go
   first); every change the mount makes drops those it affects, like the other caches.
+- Small objects' bodies fetched instead of HEADs (``bodies``) are dropped with the answers
+  sent ahead: by every change the mount makes to their paths, and by ``expire``.
 - A listing keeps the complete attributes of an entry it shows unchanged (same ETag; a listed
   object may be a symlink or a directory in an older form: the HEAD told).
 - The timer is injectable (``time.monotonic`` by default): tests expire entries without
@@ -32,6 +34,7 @@ from typing import TypeVar
 from cachetools import Cache, TTLCache
 
 from .attrs import Attr, Kind
+from .bodies import Bodies
 from .keys import is_under, name_of, parent_of
 
 K = TypeVar("K")
@@ -115,6 +118,8 @@ class MetadataCache:
         self.negative: MutableMapping[str, bool] = _make(MAX_NEGATIVE, neg_ttl, timer)
         #: path → (arrival, first use or None, attributes) of HEADs sent ahead of their getattrs
         self.ahead: dict[str, tuple[float, float | None, Attr]] = {}
+        #: small objects' bodies fetched instead of HEADs (``bodies``), for the read after
+        self.bodies = Bodies(timer=timer)
         self._timer = self.timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
 
@@ -125,7 +130,7 @@ class MetadataCache:
         stale = [p for p, (t, used, _) in self.ahead.items() if _stale(now, t, used)]
         for p in stale:
             del self.ahead[p]
-        dropped = len(stale)
+        dropped = len(stale) + self.bodies.expire()
         if not self.ahead:
             self.ahead = {}  # a dict never shrinks its table
         kinds = [
@@ -196,6 +201,7 @@ class MetadataCache:
     def store_missing(self, path: str) -> None:
         """``path`` was found not to exist."""
         self.ahead.pop(path, None)
+        self.bodies.drop(path)
         self.negative[path] = True
         self.attrs.pop(path, None)
 
@@ -222,6 +228,7 @@ class MetadataCache:
     def note_exists(self, path: str, attr: Attr) -> None:
         """The mount created or changed ``path``: cache it, add it to its parent's listing."""
         self.ahead.pop(path, None)
+        self.bodies.drop(path)
         self.store_attr(path, attr)
         if path == "":
             return
@@ -241,6 +248,7 @@ class MetadataCache:
 
     def forget_tree(self, path: str) -> None:
         """Drop everything cached at or under ``path`` (renames, failures)."""
+        self.bodies.drop_tree(path)
         for cache in (self.attrs, self.dirs, self.negative, self.ahead):
             doomed = [p for p in list(cache.keys()) if p == path or is_under(p, path)]
             for p in doomed:
@@ -250,5 +258,6 @@ class MetadataCache:
         """Forget everything."""
         self.attrs.clear()
         self.ahead.clear()
+        self.bodies.clear()
         self.dirs.clear()
         self.negative.clear()

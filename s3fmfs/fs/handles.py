@@ -14,7 +14,9 @@ Invariants:
   directly) reads fetch their own blocks. Reads of a buffered file come from the buffer.
 - Requests: an open sends none (the pin is made from the attributes the kernel was given; a
   pin without an ETag HEADs at its first read); a read at or past the pinned size sends none;
-  a small object comes whole in the first read's GET (``readahead.WHOLE_OBJECT``).
+  a small object comes whole in the first read's GET (``readahead.WHOLE_OBJECT``), or with
+  none when its lookup's GET brought the pinned version's bytes (``bodies``: taken by the
+  handle's first read, then held by the handle till release; never for a buffered file).
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
 - A read of a pin gone stale is ESTALE (logged once per handle); at the pin's last release
@@ -57,6 +59,7 @@ class Handle:
     keep_cache: bool = False  # the kernel may keep its page cache of the file (open's answer)
     pin: Pin | None = None  # the version its reads come from (None: a local file's buffer)
     stale_logged: bool = False
+    body: tuple[str, bytes] | None = None  # (ETag, bytes) of a small object its GET brought
 
 
 @dataclass
@@ -183,6 +186,10 @@ class Handles:
             etag, known = pin.etag, pin.size
             if offset >= known:
                 return b""
+            body = self.kept_body(handle, etag, known)
+            if body is not None:
+                pin.served = True
+                return body[offset : offset + size]
             try:
                 data = await self.read_version(handle, offset, size, etag, known)
             except (PreconditionFailed, NoSuchKey):
@@ -202,6 +209,20 @@ class Handles:
             pin.stale = True
             raise self.stale(handle)
         raise self.stale(handle)
+
+    def kept_body(self, handle: Handle, etag: str, known: int) -> bytes | None:
+        """The whole bytes of version ``etag`` if the lookup's GET brought them
+        (``cache.bodies``): taken at the handle's first read and kept with it till release."""
+        if handle.body is not None and handle.body[0] == etag:
+            return handle.body[1]
+        handle.body = None
+        if not etag:
+            return None
+        body = self.ns.cache.bodies.take(handle.node.path, etag)
+        if body is None or len(body) != known:
+            return None
+        handle.body = (etag, body)
+        return body
 
     async def read_version(
         self, handle: Handle, offset: int, size: int, etag: str, known: int

@@ -29,6 +29,11 @@ Invariants:
   (``head_file``): a lookup or getattr of a path whose HEAD is in flight waits for its answer.
   Every HEAD answer goes to the ``MetaCache`` (it keeps those of listed versions, for later
   mounts); an object this mount wrote is forgotten there (``object_changed``).
+- A file's HEAD (``head_file``) is a GET of the whole object instead when a listing showed it
+  at most ``bodies.SMALL`` bytes (``head_or_get``: If-Match its listed ETag, within the
+  bodies' budget, not with nometa): same attributes, counted and limited as a HEAD, and the
+  body kept in ``cache.bodies`` for the read that follows (``handles``). A 412 (changed since
+  the listing) or no room: a HEAD.
 - A lookup or getattr that needs a HEAD for an entry of a folder just read starts HEADs for
   the entries after it (``prefetch.HeadAhead``); it uses an answer HEADed ahead while fresh
   (``cache.AHEAD_FRESH``), and a recently listed name's HEAD instead of a probe.
@@ -51,6 +56,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mutabl
 import trio
 from cachetools import TTLCache
 
+from ..client.errors import PreconditionFailed
 from . import limits
 from .attrs import (
     DIRECTORY_CONTENT_TYPE,
@@ -64,6 +70,7 @@ from .attrs import (
     metadata_of,
     truncate_to_seconds,
 )
+from .bodies import SMALL
 from .cache import Listing, MetadataCache
 from .errno_map import FsError
 from .inodes import ROOT_INODE, InodeTable, Node
@@ -72,7 +79,7 @@ from .metacache import MetaCache
 from .pins import Pin, Pins
 from .prefetch import HeadAhead, HeadPace
 from .settings import FsSettings
-from .store import ObjectInfo, ObjectStore
+from .store import ObjectInfo, ObjectStore, WholeStore
 from .treelock import TreeLock
 
 log = logging.getLogger("s3fmfs.fs")
@@ -255,7 +262,7 @@ class Namespace:
         pending = _Pending()
         self._heads[path] = pending
         try:
-            info = await self.head(self.keys.file_key(path))
+            info = await self.head_or_get(path)
             pending.attr = None if info is None else self.attr_from_info(info, is_dir=False)
             pending.answered = True
         finally:
@@ -267,6 +274,62 @@ class Namespace:
             if node is None or not self.is_local(node):  # not if it became local meanwhile
                 self.cache.store_ahead(path, pending.attr)
         return pending.attr
+
+    def listed_file(self, path: str) -> Attr | None:
+        """The listing-grade attributes of the file at ``path`` (None: not listed as one, or
+        already HEADed)."""
+        attr = self.cache.attr(path)
+        if attr is None:
+            listing = self.cache.listing(parent_of(path))
+            attr = None if listing is None else listing.get(name_of(path))
+        if attr is None or attr.kind is not Kind.FILE or attr.complete:
+            return None
+        return attr
+
+    async def head_or_get(self, path: str) -> ObjectInfo | None:
+        """The attributes of the object at ``path``: for a listed object of at most
+        ``bodies.SMALL`` bytes, a GET of that version (If-Match its listed ETag) whose body is
+        kept for the read that may follow (``cache.bodies``); otherwise, or when the bodies'
+        budget is full or the object changed since its listing, a HEAD."""
+        key = self.keys.file_key(path)
+        listed = self.listed_file(path)
+        store = self.store
+        bodies = self.cache.bodies
+        if (
+            listed is None
+            or not listed.etag
+            or listed.size > SMALL
+            or self.settings.nometa
+            or not isinstance(store, WholeStore)
+            or not bodies.reserve(listed.size)
+        ):
+            return await self.head(key)
+        kept = False
+        try:
+            async with self.head_limiter:
+                try:
+                    found = await store.get_object(key, if_match=listed.etag)
+                except PreconditionFailed:
+                    found = None
+                    changed = True
+                else:
+                    changed = False
+                finally:
+                    self.head_pace.done()
+            if changed:
+                return await self.head(key)  # not the listed version: maybe a large one now
+            if found is None:
+                return None
+            info, body = found
+            if self.metacache is not None:
+                self.metacache.record(info)
+            if len(body) == info.size:
+                bodies.keep(path, info.etag, body, listed.size)
+                kept = True
+            return info
+        finally:
+            if not kept:
+                bodies.release(listed.size)
 
     async def fetch_ahead(self, path: str) -> None:
         """HEAD ``path`` ahead of its getattr, unless known or in flight; never raises."""
@@ -534,14 +597,19 @@ class Namespace:
                 self.inodes.detach(n)
 
     async def readlink(self, ino: int) -> bytes:
-        """A symlink's target: its object's body (cached per ETag)."""
+        """A symlink's target: its object's body (cached per ETag; the body its lookup's GET
+        brought, if kept)."""
         node = self.inodes.get(ino)
         if node.kind is not Kind.SYMLINK:
             raise FsError(errno.EINVAL)
         etag = node.attr.etag if node.attr else ""
         if node.link_target is not None and node.link_target[0] == etag:
             return node.link_target[1]
-        target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
+        kept = self.cache.bodies.take(node.path, etag) if etag else None  # its lookup's GET
+        if kept is not None:
+            target = kept
+        else:
+            target = await self.store.get_range(self.keys.file_key(node.path), 0, None)
         if len(target) > limits.SYMLINK_MAX:  # made by another client: the kernel refuses it
             log.warning("symlink %r: its %d-byte target is too long", node.path, len(target))
             raise FsError(errno.ENAMETOOLONG, "symlink target too long")

@@ -16,6 +16,8 @@ Invariants:
   ``AHEAD`` entries past the latest one asked for, and not once the folder's record is gone.
   An entry whose attributes are known or whose HEAD is in flight is skipped (the namespace
   sends one HEAD per path at a time). Answers go to the caches (``MetadataCache.store_ahead``).
+  A small listed object's "HEAD" is a GET whose body waits for the read that follows
+  (``Namespace.head_or_get``, ``bodies``): ``grep -r`` costs one request per small file.
 - Listings ahead: after a directory's snapshot, the listings of its first ``LIST_AHEAD``
   subdirectories not cached are fetched, at most ``LISTS_IN_FLIGHT`` at a time for the mount
   and ``MAX_QUEUED`` waiting (more are dropped); a listing past ``LIST_MAX_ENTRIES`` entries

@@ -11,6 +11,8 @@ Invariants:
 - It is also a ``StreamingStore``: read-ahead blocks stream in chunk by chunk
   (``get_range_into``), resumed by the client after a failure mid-body. ``if_match`` goes out
   as ``If-Match`` on every GET (the client's 412 is ``PreconditionFailed``).
+- ``get_object`` (a ``WholeStore``) parses a whole GET's headers as ``head`` parses a HEAD's
+  (``_info``): the attributes are identical.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
 """
@@ -30,6 +32,7 @@ from ..client import (
     NoSuchKey,
     NoSuchUpload,
     Part,
+    Response,
     S3fmAuthConnection,
     S3Object,
 )
@@ -81,6 +84,18 @@ async def _as_bytes(data: Any) -> bytes:
     return await trio.to_thread.run_sync(read)
 
 
+def _info(key: str, resp: Response) -> ObjectInfo:
+    """An object's attributes from the headers of a HEAD or a whole GET (same parsing)."""
+    return ObjectInfo(
+        key=key,
+        size=resp.content_length,
+        etag=resp.etag,
+        last_modified_ns=parse_s3_time(resp.last_modified),
+        metadata=resp.metadata,
+        content_type=resp.content_type,
+    )
+
+
 class S3Store:
     """One bucket through one connection."""
 
@@ -119,14 +134,15 @@ class S3Store:
             resp = await self.conn.head(self.bucket, key)
         except NoSuchKey:
             return None
-        return ObjectInfo(
-            key=key,
-            size=resp.content_length,
-            etag=resp.etag,
-            last_modified_ns=parse_s3_time(resp.last_modified),
-            metadata=resp.metadata,
-            content_type=resp.content_type,
-        )
+        return _info(key, resp)
+
+    async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
+        headers = {"if-match": if_match} if if_match else None
+        try:
+            resp = await self.conn.get(self.bucket, key, headers)
+        except NoSuchKey:
+            return None
+        return _info(key, resp), await _as_bytes(resp.object.data)
 
     async def get_range(
         self, key: str, start: int, end: int | None, *, if_match: str = ""

@@ -10,6 +10,10 @@ Invariants:
   arrive, each exactly once and in order, and none for such a range. Given ``if_match`` (an
   ETag), both answer only from that version of the object: any other raises the client's
   ``PreconditionFailed`` (412), whatever the range (a reader pins the version it opened).
+- ``get_object`` (optional: ``WholeStore``) answers what ``head`` does (the same parsing of
+  the same headers: identical ``ObjectInfo``) and the object's bytes, in one GET; None for a
+  missing key; ``if_match`` as for ``get_range``. Lookups use it instead of a HEAD for small
+  listed objects.
 - ``iter_pages`` yields every page of a listing, in key order; close it (``aclosing``) when
   stopping early.
 - ``copy`` with ``metadata=None`` keeps the source's metadata (COPY); with a mapping it
@@ -145,6 +149,17 @@ class StreamingStore(Protocol):
         self, key: str, start: int, end: int, sink: Sink, *, if_match: str = ""
     ) -> None:
         """Bytes ``start..end`` (inclusive) of an object to ``sink``, chunk by chunk; with
+        ``if_match``, of that version only (another one: ``PreconditionFailed``)."""
+        ...
+
+
+@runtime_checkable
+class WholeStore(Protocol):
+    """A store that fetches an object's attributes and bytes in one GET (optional: without
+    it, lookups HEAD every object)."""
+
+    async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
+        """What ``head`` answers for ``key`` and its whole body (None: no such object); with
         ``if_match``, of that version only (another one: ``PreconditionFailed``)."""
         ...
 

@@ -1,8 +1,8 @@
 """``MemStore``: a bucket in memory, behind the fs layer's narrow store interface, so that the
 core runs in-process (no HTTP, no moto) in microseconds per request.
 
-It is an ``ObjectStore``, a ``StreamingStore``, a ``MultipartStore`` and a ``PendingUploads``
-(``s3fmfs.fs.store``), with S3's answers where the core can tell them apart:
+It is an ``ObjectStore``, a ``WholeStore``, a ``StreamingStore``, a ``MultipartStore`` and a
+``PendingUploads`` (``s3fmfs.fs.store``), with S3's answers where the core can tell them apart:
 
 - ETags are quoted MD5 hex digests; a completed multipart upload's is the MD5 of the parts'
   binary MD5s, ``-N`` (N parts); a copy's is the MD5 of the bytes (never ``-N``).
@@ -11,7 +11,8 @@ It is an ``ObjectStore``, a ``StreamingStore``, a ``MultipartStore`` and a ``Pen
   ``binary/octet-stream``. ``copy`` without metadata keeps metadata and content type (COPY),
   with metadata replaces both (REPLACE: the content type is the one given, else the default);
   a copy onto itself without metadata is S3's 400 ``InvalidRequest``.
-- A missing key is ``head`` → None, ``NoSuchKey`` for GETs and copies, nothing for deletes.
+- A missing key is ``head`` and ``get_object`` → None, ``NoSuchKey`` for other GETs and
+  copies, nothing for deletes.
   ``If-Match`` with another ETag is ``PreconditionFailed`` (412), whatever the range; a range
   starting at or past the end answers no bytes.
 - Listings are in key order, ``page_size`` entries (objects and common prefixes together) a
@@ -310,6 +311,14 @@ class MemStore:
         async with self._call("head"):
             obj = self.objects.get(key)
             return None if obj is None else obj.info(key)
+
+    async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
+        async with self._call("get_object"):
+            if key not in self.objects:
+                return None
+            self._range(key, 0, None, if_match, "get_object")  # 412 for another version
+            obj = self.objects[key]
+            return obj.info(key), obj.data
 
     def _range(self, key: str, start: int, end: int | None, if_match: str, op: str) -> bytes:
         obj = self._object(key, op)
