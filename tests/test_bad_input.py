@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -355,12 +356,15 @@ def test_folder_of_100000_keys_lists_in_bounded_memory(nometa: bool, tmp_path: P
         with mounted(server, fake.bucket, options=opts, tmp_path=tmp_path) as mnt:
             pid = daemon_pid(mnt)
             at_rest = peak_rss(pid)
+            started = time.monotonic()
             done = subprocess.run(
                 ["ls", "-l", str(mnt / "big")], capture_output=True, text=True, timeout=600
             )
+            took = time.monotonic() - started
             assert done.returncode == 0, done.stderr[-2000:]
             peak = peak_rss(pid)
-        lists, heads = fake.counts["GET"], fake.counts["HEAD"]
+        gets = fake.counts["GET object"]  # small objects: a GET instead of a HEAD
+        lists, heads = fake.counts["GET"] - gets, fake.counts["HEAD"]
     lines = done.stdout.splitlines()[1:]  # after "total N"
     assert [line.rsplit(" ", 1)[1] for line in lines] == [f"{i:06d}" for i in range(BIG_FOLDER)]
     mode = "-rw-r--r--" if nometa else "-rw-r-----"  # defaults, or the HEADed metadata
@@ -368,10 +372,12 @@ def test_folder_of_100000_keys_lists_in_bounded_memory(nometa: bool, tmp_path: P
     assert all(line.split()[4] == str(SYNTHETIC_SIZE) for line in lines), lines[:3]
     print(
         f"\n{BIG_FOLDER:,} keys, nometa={nometa}: RSS {at_rest / 1e6:.0f} MB at rest, "
-        f"peak {peak / 1e6:.0f} MB; {lists} GET, {heads} HEAD"
+        f"peak {peak / 1e6:.0f} MB; {lists} GET (listings), {gets} GET of keys, {heads} HEAD"
     )
     assert peak < BIG_FOLDER_RSS, f"peak RSS {peak / 1e6:.0f} MB"
     pages = BIG_FOLDER // 1000
-    assert pages <= lists <= pages + 10  # pages of 1,000, and the mount's own checks
+    # pages of 1,000, the mount's own checks, and a probe of ``big`` (a one-key listing among
+    # its requests) each time the kernel's entry for it expires (dir_ttl, 5 s) during the ls
+    assert pages <= lists <= pages + 10 + took / 5, (lists, took)
     # nometa: the lookups of ``big`` (HEADs of ``big`` and ``big_$folder$``), no HEAD per key
-    assert heads <= 4 if nometa else heads >= BIG_FOLDER
+    assert heads <= 4 and gets == 0 if nometa else heads + gets >= BIG_FOLDER

@@ -21,7 +21,8 @@ Invariants:
   connection's thread; a refused handshake just ends that connection).
 - :func:`fake_s3` stops it (listener closed, every connection shut) whatever happens; a client
   going away mid-answer is normal (the 100 MB answers count on it) and never printed.
-- ``counts`` tallies requests by method and by fault, under a lock.
+- ``counts`` tallies requests by method (and ``GET object``, a GET of a key) and by fault,
+  under a lock.
 """
 
 from __future__ import annotations
@@ -296,6 +297,8 @@ class _Handler(socketserver.BaseRequestHandler):
         path = unquote(parts.path)
         bucket, _, key = path.lstrip("/").partition("/")
         fake.count(method)
+        if method == "GET" and key:
+            fake.count("GET object")  # (the rest of the GETs are listings and checks)
         if bucket != fake.bucket:
             self._answer(*_error(404, "NoSuchBucket", bucket), head=method == "HEAD")
         elif method == "GET" and not key and query.get("list-type") == "2":
