@@ -79,10 +79,10 @@ docs: venv
 # that one), with the requests per file each system made, and the CPU-per-request
 # microbenchmark (also written to BENCH_OUT=). PEERS=1 installs the peers from Debian first
 # (s3fs 1.90, rclone 1.60 on Debian 12). Needs root to drop the page cache before each
-# measurement. Sizes, runs, timeouts: BENCH_* (tests/bench/config.py). Expect roughly 45-60 min
-# with both peers on 2 cores (loopback alone ~10 min); a peer past BENCH_PEER_TIMEOUT (180 s, e.g.
-# rclone's ls -l of 10,000 objects or s3fs's untar at 10 ms) is shown as timed out;
-# BENCH_PEER_RUNS=1 saves more (an estimate from tiny runs: the full run was not timed here).
+# measurement. Sizes, runs, timeouts: BENCH_* (tests/bench/config.py). With both peers and
+# BENCH_PEER_RUNS=1 a full run took 29 min on 2 cores (loopback alone 6 min); a peer past
+# BENCH_PEER_TIMEOUT (180 s, e.g. rclone's ls -l of 10,000 objects or s3fs's untar at 10 ms) is
+# shown as timed out.
 bench: deps
 	@if [ "$(PEERS)" = 1 ]; then missing=""; \
 	  for p in s3fs rclone; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
