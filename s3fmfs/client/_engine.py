@@ -105,6 +105,7 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None,
         clock: Callable[[], datetime.datetime] | None,
         user_agent: str,
+        signed_headers: Mapping[str, str] | None = None,
     ) -> None:
         if signature not in ("v2", "v4"):
             raise ValueError(f"signature must be 'v2' or 'v4', not {signature!r}")
@@ -116,6 +117,8 @@ class Engine:
         self.timeout = timeout
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self._routes: dict[str, _Route] = {}
+        #: Headers every request carries, signed (e.g. ``x-amz-request-payer``).
+        self.signed_headers = lower_headers(signed_headers)
         #: What every request carries besides its signed headers: httpx's defaults (sent
         #: the same whether through a client or not), raw bodies, our name.
         self._headers = {
@@ -163,7 +166,7 @@ class Engine:
     ) -> tuple[str, str, dict[str, str]]:
         """Sign one attempt: (url, request target, headers to send)."""
         route = self.route(bucket)
-        headers = dict(headers)
+        headers = {**self.signed_headers, **headers}
         if body is not None and (body.length or method in ("PUT", "POST")):
             headers["content-length"] = str(body.length)
         req = route.endpoint.signing_request(method, bucket, key, query, headers)

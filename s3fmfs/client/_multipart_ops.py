@@ -62,11 +62,15 @@ class MultipartOperations:
         data: Any,
         *,
         content_length: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Part:
-        """Upload one part (1..10000); returns it with its ETag for completion."""
+        """Upload one part (1..10000); returns it with its ETag for completion (``headers``:
+        e.g. the SSE-C key the upload was initiated with)."""
         body = RequestBody(data, content_length)
         query: Query = (("partNumber", str(part_number)), ("uploadId", upload_id))
-        resp, _ = await self._engine.request("PUT", bucket, key, query, None, body)
+        resp, _ = await self._engine.request(
+            "PUT", bucket, key, query, lower_headers(headers), body
+        )
         return Part(part_number, resp.headers.get("etag", ""), body.length)
 
     async def upload_part_copy(

@@ -2,6 +2,8 @@
 
 Invariants: ``path`` is exactly the encoded path sent on the wire; ``query`` holds decoded pairs
 in the order sent (``None`` value = bare flag); ``headers`` has lower-case names.
+``Credentials`` without an access key id are anonymous: the signers add nothing (no
+``Authorization``, no ``x-amz-*``), so the request goes unsigned.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ class Credentials:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        """No key: requests go unsigned (a public bucket)."""
+        return not self.access_key_id
 
     def __repr__(self) -> str:  # never show the secret
         return f"Credentials(access_key_id={self.access_key_id!r}, secret_access_key='***')"

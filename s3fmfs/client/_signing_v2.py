@@ -125,7 +125,10 @@ def _with_headers(req: SigningRequest, added: dict[str, str]) -> SigningRequest:
 
 
 def sign_v2(req: SigningRequest, creds: Credentials, now: datetime.datetime) -> dict[str, str]:
-    """Headers to add to ``req``: ``x-amz-date``, [``x-amz-security-token``], ``authorization``."""
+    """Headers to add to ``req``: ``x-amz-date``, [``x-amz-security-token``], ``authorization``
+    (none for anonymous credentials)."""
+    if creds.anonymous:
+        return {}
     added = {"x-amz-date": http_date(now)}
     if creds.session_token:
         added["x-amz-security-token"] = creds.session_token

@@ -171,7 +171,10 @@ def sign_v4(
 
     ``payload_hash`` is the hex SHA-256 of the body, ``EMPTY_SHA256`` for none, or
     ``UNSIGNED_PAYLOAD``; it is sent as ``x-amz-content-sha256``, which S3 requires.
+    Anonymous credentials add nothing: the request goes unsigned.
     """
+    if creds.anonymous:
+        return {}
     timestamp = amz_timestamp(now)
     date = timestamp[:8]
     added = {"x-amz-date": timestamp, "x-amz-content-sha256": payload_hash}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -57,7 +57,9 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
     ``session_token``, ``spool_size``, ``timeout`` (seconds or ``httpx.Timeout``),
     ``connect_timeout``, ``retry`` (a ``RetryPolicy``), ``max_connections``, ``verify``
     (TLS: True, False, a CA bundle path or an ``ssl.SSLContext``), ``transport`` (an httpx
-    transport), ``list_api`` (2 for ListObjectsV2, 1 for V1 markers), ``clock`` (for tests).
+    transport), ``list_api`` (2 for ListObjectsV2, 1 for V1 markers), ``clock`` (for tests),
+    ``headers`` (sent, signed, with every request: ``x-amz-request-payer``...). An empty
+    ``access_key_id`` sends requests unsigned (anonymous: a public bucket).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
         transport: httpx.AsyncBaseTransport | None = None,
         list_api: int = 2,
         clock: Callable[[], datetime.datetime] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.aws_access_key_id = access_key_id
         self.is_secure = is_secure
@@ -107,6 +110,7 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
             transport=transport,
             clock=clock,
             user_agent=f"s3fmfs/{__version__}",
+            signed_headers=headers,
         )
 
     def __repr__(self) -> str:

@@ -87,7 +87,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
     """The mount configuration from the command line and environment (exit 2 if unusable)."""
     args = mount_parser().parse_args(argv)
     try:
-        base = MountOptions(uid=os.getuid(), gid=os.getgid())
+        base = MountOptions(default_uid=os.getuid(), default_gid=os.getgid())
         options = parse_options(args.options, base)
         bucket, prefix = parse_bucket(args.bucket)
         if args.debug:

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from ..config.credentials import Credentials, CredentialsError, find_credentials
 from ..config.options import DECLARED, MountOptions, OptionError, parse_options
+from ..config.s3fs_compat import S3FS_ONLY
 from ..config.table import columns, help_text
 from ..service.logs import LEVELS, setup_logging
 
@@ -49,7 +50,7 @@ def fail(message: str, status: int) -> NoReturn:
 
 def options_help() -> str:
     """The ``mount options`` section of ``--help`` (from the option table, aligned)."""
-    return help_text(DECLARED)
+    return help_text(DECLARED, S3FS_ONLY)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +66,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def log_level(args: argparse.Namespace, options: MountOptions) -> int:
     if args.log_level:
         return LEVELS[args.log_level]
-    return logging.DEBUG if options.debug else logging.INFO
+    if options.debug:
+        return logging.DEBUG
+    return options.dbglevel if options.dbglevel is not None else logging.INFO
 
 
 def credentials_for(bucket: str, options: MountOptions) -> Credentials:
+    if options.public_bucket:  # s3fs's public_bucket=1: unsigned requests, no key needed
+        return Credentials("", "", None, "none: public_bucket, requests are unsigned")
     try:
         return find_credentials(bucket, passwd_file=options.passwd_file, profile=options.profile)
     except CredentialsError as exc:

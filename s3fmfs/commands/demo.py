@@ -263,8 +263,8 @@ async def demo(endpoint: str, mountpoint: str, shown: str) -> int:
                 region=REGION,
                 signature="v4",
                 path_style=True,
-                uid=os.getuid(),
-                gid=os.getgid(),
+                default_uid=os.getuid(),
+                default_gid=os.getgid(),
             )
             config = MountConfig(
                 bucket=BUCKET,

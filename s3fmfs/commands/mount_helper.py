@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.options import OPTIONS
+from ..config.s3fs_compat import S3FS_ONLY
 from ..config.table import is_fstab_only
 
 PROG = "mount.s3fmfs"
@@ -111,8 +112,10 @@ def is_mount_only(option: str) -> bool:
 
 
 def known_to_s3fmfs(option: str) -> bool:
-    """Whether s3fmfs's option parser knows the option's name (for sloppy mounts)."""
-    return option.partition("=")[0] in OPTIONS
+    """Whether s3fmfs's option parser knows the option's name (for sloppy mounts): its own
+    options, their aliases (s3fs's spellings) and the s3fs options it accepts."""
+    name = option.partition("=")[0]
+    return name in OPTIONS or name in S3FS_ONLY
 
 
 def filesystem_options(groups: list[str], *, sloppy: bool = False) -> str:

@@ -13,6 +13,7 @@ import sys
 from itertools import groupby
 
 from .options import DECLARED, Option
+from .s3fs_compat import S3FS_ONLY
 from .table import FSTAB_ONLY
 
 HEADER = """\
@@ -69,6 +70,23 @@ def render() -> str:
         parts.extend(_row(opt) for opt in options)
         parts.append("")
     parts.append(CREDENTIALS)
+    parts.append(
+        "## s3fs-fuse options\n\n"
+        "An s3fs-fuse fstab line works with only its type changed to `fuse.s3fmfs`: s3fs's "
+        "spellings are accepted as aliases above (`url`, `use_path_request_style`, "
+        "`multipart_size`...), s3fs's `uid`, `gid`, `umask`, `mp_umask`, `default_acl`, "
+        "`storage_class`, `use_sse`, `requester_pays`, `public_bucket`, `retries`, "
+        "`list_object_max_keys`, `enable_noobj_cache`, `dbglevel` and `allow_root` are options "
+        "above, and `endpoint=REGION` (not a URL) sets the region as in s3fs. These are "
+        "accepted and logged once at mount with what happens instead "
+        "(see [MIGRATING-FROM-S3FS.md](MIGRATING-FROM-S3FS.md)):\n"
+    )
+    parts.append("| s3fs option | Here |")
+    parts.append("|---|---|")
+    for entry in S3FS_ONLY.values():
+        shape = {"flag": "", "value": "=...", "any": "[=...]"}[entry.value]
+        parts.append(f"| `{entry.name}{shape}` | {_cell(entry.note)} |")
+    parts.append("")
     ignored = ", ".join(f"`{name}`" for name in sorted(FSTAB_ONLY))
     parts.append(
         "## Options for fstab and mount(8) only\n\n"

@@ -15,13 +15,24 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import difflib
+import hashlib
 import ipaddress
+import logging
+import os
+import re
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..fs.attrs import Forced
 from ..fs.keys import normalize_prefix
+from ..fs.s3store import ObjectHeaders
 from ..fs.settings import FsSettings
+from .s3fs_compat import S3FS_ONLY, note_for, shape_error
 from .table import FSTAB_ONLY, FSTAB_ONLY_HELP, Option, OptionError, collect, index, option
 
 __all__ = [
@@ -67,6 +78,57 @@ IO = "Reads and uploads"
 TIMEOUTS = "Timeouts"
 ON_OFF = {"on": True, "off": False}
 ON_OFF_SYNONYMS = {"1": "on", "yes": "on", "true": "on", "0": "off", "no": "off", "false": "off"}
+WRITES = "Objects written"
+LOG_LEVELS = {
+    "crit": logging.CRITICAL,
+    "err": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "dbg": logging.DEBUG,
+}
+LOG_LEVEL_SYNONYMS = {
+    "critical": "crit",
+    "error": "err",
+    "warning": "warn",
+    "information": "info",
+    "debug": "dbg",
+}
+CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+)
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "REDUCED_REDUNDANCY",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+)
+
+
+def parse_sse(value: str) -> tuple[str, str]:
+    """s3fs's ``use_sse`` value → (kind, argument): ("s3", ""), ("kms", KEY_ID or "" for
+    $AWSSSEKMSID), ("c", FILE or "" for $AWSSSECKEYS); OptionError if malformed."""
+    word, _, arg = value.partition(":")
+    word = word.strip().lower()
+    if word == "1" and not arg:
+        return "s3", ""
+    if word in ("kmsid", "k"):
+        return "kms", arg
+    if word in ("custom", "c"):
+        if arg and not arg.startswith("/"):
+            raise OptionError(f"use_sse: the key file must be an absolute path, not {arg!r}")
+        return "c", arg
+    raise OptionError(f"use_sse must be 1, kmsid:KEY_ID or custom:FILE, not {value!r}")
 
 
 @dataclass
@@ -81,6 +143,7 @@ class MountOptions:
             "URL of the S3 service, e.g. http://127.0.0.1:9000",
             check=parse_endpoint,
             metavar="URL",
+            aliases=("url", "host"),
         ),
         group=S3,
     )
@@ -104,6 +167,7 @@ class MountOptions:
             "flag",
             "address the bucket in the path",
             default_text="the default when the host is an IP address or localhost",
+            aliases=("use_path_request_style",),
         ),
         Option(
             "virtual_host",
@@ -111,6 +175,28 @@ class MountOptions:
             "address the bucket as a subdomain",
             sets=False,
             default_text="the default for host names",
+        ),
+        group=S3,
+    )
+    public_bucket: bool = option(
+        False,
+        Option(
+            "public_bucket",
+            "enum",
+            "send requests unsigned (anonymous), for a public bucket; no credentials needed",
+            choices=ON_OFF,
+            synonyms=ON_OFF_SYNONYMS,
+            bare="1",
+        ),
+        group=S3,
+    )
+    requester_pays: bool = option(
+        False,
+        Option(
+            "requester_pays",
+            "flag",
+            "send x-amz-request-payer: requester with every request (the bucket owner does not "
+            "pay)",
         ),
         group=S3,
     )
@@ -133,28 +219,105 @@ class MountOptions:
         ),
         group=S3,
     )
-    uid: int = option(
-        0,
+    default_acl: str | None = option(
+        None,
+        Option(
+            "default_acl",
+            "enum",
+            "canned ACL (x-amz-acl) of every object written",
+            choices={acl: acl for acl in CANNED_ACLS},
+        ),
+        group=WRITES,
+    )
+    storage_class: str | None = option(
+        None,
+        Option(
+            "storage_class",
+            "enum",
+            "storage class (x-amz-storage-class) of every object written",
+            choices={c.lower(): c for c in STORAGE_CLASSES},
+        ),
+        group=WRITES,
+    )
+    use_sse: str | None = option(
+        None,
+        Option(
+            "use_sse",
+            "str",
+            "server-side encryption of every object written, as s3fs: 1 (SSE-S3), "
+            "kmsid:KEY_ID or k:KEY_ID (SSE-KMS), custom:FILE or c:FILE (SSE-C: the first key "
+            "of FILE, also sent to read)",
+            check=parse_sse,
+            metavar="1|kmsid:ID|custom:FILE",
+            bare="1",
+        ),
+        group=WRITES,
+    )
+    uid: int | None = option(
+        None,
         Option(
             "uid",
+            "id",
+            "owner shown for EVERY entry, whatever its x-amz-meta-uid (s3fs's uid=)",
+            default_text="each object's x-amz-meta-uid, else default_uid",
+        ),
+        group=OWNERS,
+    )
+    gid: int | None = option(
+        None,
+        Option(
+            "gid",
+            "id",
+            "group shown for EVERY entry, whatever its x-amz-meta-gid (s3fs's gid=)",
+            default_text="each object's x-amz-meta-gid, else default_gid",
+        ),
+        group=OWNERS,
+    )
+    umask: int | None = option(
+        None,
+        Option(
+            "umask",
+            "octal",
+            "EVERY entry's mode becomes 0777 & ~umask, whatever its x-amz-meta-mode (s3fs's "
+            "umask=)",
+            default_text="each object's x-amz-meta-mode, else the default modes",
+        ),
+        group=OWNERS,
+    )
+    mp_umask: int | None = option(
+        None,
+        Option(
+            "mp_umask",
+            "octal",
+            "the mount point's mode becomes 0777 & ~mp_umask (s3fs's mp_umask=; umask= wins)",
+            default_text="like any directory",
+        ),
+        group=OWNERS,
+    )
+    default_uid: int = option(
+        0,
+        Option(
+            "default_uid",
             "id",
             "owner of objects without x-amz-meta-uid",
             default_text="the mounting user",
         ),
         group=OWNERS,
     )
-    gid: int = option(
+    default_gid: int = option(
         0,
         Option(
-            "gid",
+            "default_gid",
             "id",
             "group of objects without x-amz-meta-gid",
             default_text="the mounting user's group",
         ),
         group=OWNERS,
     )
-    umask: int = option(
-        0o022, Option("umask", "octal", "umask applied to the default modes"), group=OWNERS
+    default_umask: int = option(
+        0o022,
+        Option("default_umask", "octal", "umask applied to the default modes"),
+        group=OWNERS,
     )
     file_mode: int | None = option(
         None,
@@ -162,7 +325,7 @@ class MountOptions:
             "file_mode",
             "octal",
             "mode of files without x-amz-meta-mode",
-            default_text="0666 & ~umask",
+            default_text="0666 & ~default_umask",
         ),
         group=OWNERS,
     )
@@ -172,7 +335,7 @@ class MountOptions:
             "dir_mode",
             "octal",
             "mode of directories without x-amz-meta-mode",
-            default_text="0777 & ~umask",
+            default_text="0777 & ~default_umask",
         ),
         group=OWNERS,
     )
@@ -187,7 +350,12 @@ class MountOptions:
     )
     stat_ttl: float = option(
         5.0,
-        Option("stat_ttl", "float", "seconds attributes are cached, here and in the kernel"),
+        Option(
+            "stat_ttl",
+            "float",
+            "seconds attributes are cached, here and in the kernel",
+            aliases=("stat_cache_expire",),
+        ),
         group=CACHES,
     )
     dir_ttl: float = option(
@@ -197,6 +365,16 @@ class MountOptions:
     )
     neg_ttl: float = option(
         5.0, Option("neg_ttl", "float", "seconds a name found missing stays missing"), group=CACHES
+    )
+    enable_noobj_cache: bool = option(
+        False,
+        Option(
+            "enable_noobj_cache",
+            "flag",
+            "names found missing stay missing as long as attributes are cached (stat_ttl "
+            "instead of neg_ttl), as in s3fs",
+        ),
+        group=CACHES,
     )
     ro: bool = option(
         False,
@@ -210,6 +388,16 @@ class MountOptions:
             "allow_other",
             "flag",
             "let other users access the mount (needs user_allow_other for non-root)",
+        ),
+        group=MOUNT,
+    )
+    allow_root: bool = option(
+        False,
+        Option(
+            "allow_root",
+            "flag",
+            "let root (besides the mounting user) access the mount (needs user_allow_other for "
+            "non-root)",
         ),
         group=MOUNT,
     )
@@ -283,6 +471,18 @@ class MountOptions:
         group=FILES,
     )
     debug: bool = option(False, Option("debug", "flag", "log every request (like -d)"), group=FILES)
+    dbglevel: int | None = option(
+        None,
+        Option(
+            "dbglevel",
+            "enum",
+            "log level, as s3fs names them",
+            choices=LOG_LEVELS,
+            synonyms=LOG_LEVEL_SYNONYMS,
+            default_text="info (debug with debug or -d)",
+        ),
+        group=FILES,
+    )
     readahead_mb: int = option(
         16,
         Option(
@@ -303,12 +503,20 @@ class MountOptions:
             "big files",
             low=1,
             high=5 << 10,
+            aliases=("multipart_size",),
         ),
         group=IO,
     )
     upload_concurrency: int = option(
         4,
-        Option("upload_concurrency", "int", "parts of one file uploaded at once", low=1, high=64),
+        Option(
+            "upload_concurrency",
+            "int",
+            "parts of one file uploaded at once",
+            low=1,
+            high=64,
+            aliases=("parallel_count",),
+        ),
         group=IO,
     )
     read_concurrency: int = option(
@@ -319,6 +527,17 @@ class MountOptions:
             "ranged GETs of one open file in flight at once",
             low=1,
             high=64,
+        ),
+        group=IO,
+    )
+    list_object_max_keys: int = option(
+        1000,
+        Option(
+            "list_object_max_keys",
+            "int",
+            "keys asked for per listing request (max-keys)",
+            low=1,
+            high=1000,
         ),
         group=IO,
     )
@@ -340,6 +559,7 @@ class MountOptions:
             "seconds a request may wait for the server to answer or take more bytes before it "
             "is retried",
             positive=True,
+            aliases=("readwrite_timeout",),
         ),
         group=TIMEOUTS,
     )
@@ -350,6 +570,19 @@ class MountOptions:
             "float",
             "seconds to open a connection before the request is retried",
             positive=True,
+        ),
+        group=TIMEOUTS,
+    )
+    retries: int | None = option(
+        None,
+        Option(
+            "retries",
+            "int",
+            "attempts of a request before the operation fails with EIO (s3fs's retries=; "
+            "timeout= still bounds them)",
+            low=1,
+            high=1000,
+            default_text="as many as fit in timeout",
         ),
         group=TIMEOUTS,
     )
@@ -364,34 +597,83 @@ class MountOptions:
         ),
         group=TIMEOUTS,
     )
+    #: Lines the mount logs once at start: what s3fs options do here (not an option).
+    s3fs_notes: list[str] = dataclasses.field(default_factory=list, compare=False)
 
     @property
     def default_file_mode(self) -> int:
         """Permission bits of files without metadata."""
-        return (self.file_mode if self.file_mode is not None else 0o666 & ~self.umask) & 0o7777
+        return (
+            self.file_mode if self.file_mode is not None else 0o666 & ~self.default_umask
+        ) & 0o7777
 
     @property
     def default_dir_mode(self) -> int:
         """Permission bits of directories without metadata."""
-        return (self.dir_mode if self.dir_mode is not None else 0o777 & ~self.umask) & 0o7777
+        return (
+            self.dir_mode if self.dir_mode is not None else 0o777 & ~self.default_umask
+        ) & 0o7777
 
     def fs_settings(self) -> FsSettings:
         """What the filesystem layer needs of these options."""
         return FsSettings(
-            uid=self.uid,
-            gid=self.gid,
+            uid=self.default_uid,
+            gid=self.default_gid,
             file_mode=self.default_file_mode,
             dir_mode=self.default_dir_mode,
             nometa=self.nometa,
             ro=self.ro,
             stat_ttl=self.stat_ttl,
             dir_ttl=self.dir_ttl,
-            neg_ttl=self.neg_ttl,
+            neg_ttl=self.stat_ttl if self.enable_noobj_cache else self.neg_ttl,
             readahead_mb=self.readahead_mb,
             read_concurrency=self.read_concurrency,
             part_size_mb=self.part_size_mb,
             upload_concurrency=self.upload_concurrency,
+            forced=Forced(self.uid, self.gid, self.umask, self.mp_umask),
         )
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers signed into every request (``requester_pays``)."""
+        return {"x-amz-request-payer": "requester"} if self.requester_pays else {}
+
+    def object_headers(self, environ: Mapping[str, str] | None = None) -> ObjectHeaders:
+        """Headers of object writes and reads: ``default_acl``, ``storage_class``, ``use_sse``.
+        Reads an SSE-C key file (or ``$AWSSSECKEYS``/``$AWSSSEKMSID`` as s3fs does):
+        OptionError (one line) when it cannot."""
+        environ = os.environ if environ is None else environ
+        write: dict[str, str] = {}
+        key: dict[str, str] = {}
+        source: dict[str, str] = {}
+        if self.default_acl:
+            write["x-amz-acl"] = self.default_acl
+        if self.storage_class:
+            write["x-amz-storage-class"] = self.storage_class
+        if self.use_sse:
+            kind, arg = parse_sse(self.use_sse)
+            if kind == "s3":
+                write["x-amz-server-side-encryption"] = "AES256"
+            elif kind == "kms":
+                key_id = arg or environ.get("AWSSSEKMSID", "")
+                if not key_id:
+                    raise OptionError("use_sse=kmsid needs a key id (kmsid:KEY_ID or $AWSSSEKMSID)")
+                write["x-amz-server-side-encryption"] = "aws:kms"
+                write["x-amz-server-side-encryption-aws-kms-key-id"] = key_id
+            else:
+                raw = sse_c_key(arg, environ)
+                b64 = base64.b64encode(raw).decode()
+                md5 = base64.b64encode(hashlib.md5(raw).digest()).decode()
+                prefix = "x-amz-server-side-encryption-customer-"
+                key = {
+                    prefix + "algorithm": "AES256",
+                    prefix + "key": b64,
+                    prefix + "key-md5": md5,
+                }
+                source = {
+                    "x-amz-copy-source-" + name[len("x-amz-") :]: v for name, v in key.items()
+                }
+                write.update(key)
+        return ObjectHeaders(write=write, key=key, copy_source=source)
 
     @property
     def endpoint_parts(self) -> tuple[bool, str, int]:
@@ -405,6 +687,43 @@ class MountOptions:
         if self.path_style is not None:
             return self.path_style
         return host_wants_path_style(self.endpoint_parts[1])
+
+
+def _one_key(text: str) -> bytes | None:
+    """An SSE-C key as s3fs reads it: base64 of 32 bytes, or 32 bytes as they are."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) == 32:
+        return raw
+    if len(text.encode()) == 32:
+        return text.encode()
+    raise OptionError("use_sse: an SSE-C key must be 32 bytes, or base64 of 32 bytes")
+
+
+def sse_c_key(path: str, environ: Mapping[str, str]) -> bytes:
+    """The key objects are written with: the first of ``path`` (mode 0600, as s3fs requires),
+    else of ``$AWSSSECKEYS`` (keys separated by ``:``)."""
+    if path:
+        try:
+            info = os.stat(path)
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                raise OptionError(f"use_sse: key file {path} must not be readable by others (0600)")
+            with open(path, encoding="utf-8") as keys:
+                lines = keys.read().splitlines()
+        except OSError as exc:
+            raise OptionError(f"use_sse: cannot read key file {path}: {exc.strerror}") from None
+    else:
+        lines = environ.get("AWSSSECKEYS", "").split(":")
+    for line in lines:
+        if (raw := _one_key(line)) is not None:
+            return raw
+    where = f"key file {path}" if path else "$AWSSSECKEYS"
+    raise OptionError(f"use_sse=custom: no key in {where}")
 
 
 def host_wants_path_style(host: str) -> bool:
@@ -428,24 +747,58 @@ IGNORED = FSTAB_ONLY
 IGNORED_HELP = FSTAB_ONLY_HELP
 
 
+#: Every name ``-o`` knows, for "did you mean": options, aliases, s3fs-only options.
+KNOWN_NAMES: tuple[str, ...] = (*OPTIONS, *S3FS_ONLY)
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-?[0-9]*|[a-z0-9][a-z0-9-]*")
+
+
+def unknown(name: str) -> OptionError:
+    """The error for an unknown option, naming the closest known one."""
+    close = difflib.get_close_matches(name, KNOWN_NAMES, n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return OptionError(f"unknown option {name!r}{hint}")
+
+
+def _note(opts: MountOptions, line: str) -> None:
+    if line not in opts.s3fs_notes:
+        opts.s3fs_notes.append(line)
+
+
 def parse_options(groups: list[str], base: MountOptions | None = None) -> MountOptions:
     """Apply ``-o`` groups (each ``a=b,c,...``) over ``base`` (or the defaults)."""
     opts = dataclasses.replace(base) if base is not None else MountOptions()
+    opts.s3fs_notes = list(opts.s3fs_notes)  # never the base's own list
     for group in groups:
         for item in group.split(","):
             item = item.strip()
             if not item:
                 continue
-            name, has_value, value = item.partition("=")
+            name, sep, value = item.partition("=")
+            has_value = bool(sep)
             if name.startswith("x-") or name == "comment":
                 continue
             if name in IGNORED:
                 if has_value:
                     raise OptionError(f"option {name!r} takes no value")
                 continue
+            compat = S3FS_ONLY.get(name)
+            if compat is not None:
+                if problem := shape_error(name, compat.value, has_value, value):
+                    raise OptionError(problem)
+                _note(opts, note_for(compat, opts, value))
+                continue
             spec = OPTIONS.get(name)
             if spec is None:
-                raise OptionError(f"unknown option {name!r}")
+                raise unknown(name)
+            if name == "endpoint" and has_value and "://" not in value:
+                # s3fs's endpoint= is the region; a URL keeps s3fmfs's meaning
+                if not _REGION.fullmatch(value):
+                    raise OptionError(f"endpoint must be a region or http(s)://host, not {value!r}")
+                opts.region = value
+                _note(opts, f"s3fs option endpoint={value}: the region (region=)")
+                continue
+            if spec.bare is not None and not has_value:
+                has_value, value = True, spec.bare
             if not spec.takes_value:
                 if has_value:
                     raise OptionError(f"option {name!r} takes no value")
@@ -457,6 +810,10 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
     parse_endpoint(opts.endpoint)  # the default is valid; a base may not be
     if opts.ca_bundle and opts.no_check_certificate:
         raise OptionError("ca_bundle= and no_check_certificate contradict each other")
+    if opts.allow_root and opts.allow_other:
+        raise OptionError(
+            "allow_root and allow_other exclude each other (allow_other includes root)"
+        )
     return opts
 
 

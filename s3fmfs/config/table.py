@@ -12,6 +12,8 @@ Invariants:
   user or group id: decimal, 0–2³²-1), ``float`` (seconds, 0 ≤ s < 10⁹; above 0 if
   ``positive``), ``octal`` (a mode, 0–7777), ``str`` (checked by ``check`` if given), ``path``
   (absolute if ``absolute``), ``enum`` (one of ``choices``, case-insensitive, or a synonym).
+- A value option with ``bare`` also takes no value (``use_sse`` means ``use_sse=1``, as in
+  s3fs); ``aliases`` are other names with the same meaning and value (s3fs-fuse's spellings).
 - Several flags may set one field (``sigv2``/``sigv4`` → ``signature``, ``ro``/``rw`` → ``ro``);
   a value option sets the field of its own name.
 - A bad value raises ``OptionError`` with one line naming the option as the user wrote it.
@@ -65,6 +67,7 @@ class Option:
     metavar: str | None = None
     default_text: str | None = None  # a default computed at mount time, in words
     aliases: tuple[str, ...] = ()  # other names (e.g. s3fs-fuse's) for the same option
+    bare: str | None = None  # a value option given without a value takes this one (s3fs's)
     # Filled from the dataclass field the option is declared on:
     field: str = ""
     default: object = None
@@ -80,8 +83,10 @@ class Option:
         if not self.takes_value:
             return self.name
         if self.kind == "enum":
-            return f"{self.name}={'|'.join(self.choices)}"
-        return f"{self.name}={self.metavar or _METAVARS[self.kind]}"
+            value = "|".join(self.choices)
+        else:
+            value = self.metavar or _METAVARS[self.kind]
+        return f"{self.name}[={value}]" if self.bare is not None else f"{self.name}={value}"
 
     def parse(self, value: str, name: str | None = None) -> object:
         """The field's value for ``value``; OptionError (one line) if malformed."""
@@ -178,6 +183,8 @@ def collect(cls: type) -> tuple[Option, ...]:
     """Every option declared on the fields of the dataclass ``cls``, in field order."""
     found: list[Option] = []
     for f in dataclasses.fields(cls):
+        if _KEY not in f.metadata:  # not an option (e.g. notes gathered while parsing)
+            continue
         group, declared = f.metadata[_KEY]
         for opt in declared:
             if opt.takes_value and opt.name != f.name:
@@ -265,8 +272,16 @@ def columns(rows: Iterable[tuple[str, str]], width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def help_text(options: Iterable[Option], width: int = 100) -> str:
+def help_text(options: Iterable[Option], s3fs_only: Iterable[str] = (), width: int = 100) -> str:
     """The ``mount options`` section of ``--help``: labels in one column, help wrapped."""
     rows = [(opt.label, describe(opt)) for opt in options]
     rows.append(("(ignored)", FSTAB_ONLY_HELP))
+    if s3fs_only:
+        rows.append(
+            (
+                "(s3fs)",
+                ", ".join(sorted(s3fs_only)) + ": s3fs-fuse options accepted, each logged at "
+                "mount with what s3fmfs does instead (docs/MIGRATING-FROM-S3FS.md)",
+            )
+        )
     return "mount options (-o name[=value],...):\n" + columns(rows, width)

@@ -77,6 +77,7 @@ class S3fmOperations(pyfuse3.Operations):
         core.forget_kernel_attrs = _forget_kernel_attrs
         self.entry_timeout, self.attr_timeout = core.timeouts()
         self.neg_timeout = core.settings.neg_ttl
+        self.forced = core.settings.forced  # s3fs's uid=, gid=, umask=: what is shown
 
     def _entry(self, ino: int, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -87,10 +88,10 @@ class S3fmOperations(pyfuse3.Operations):
             entry.attr_timeout = self.attr_timeout
         else:  # a listing's attributes: the kernel asks again before using them
             entry.entry_timeout, entry.attr_timeout = self.core.timeouts(attr)
-        entry.st_mode = attr.mode
+        entry.st_mode, entry.st_uid, entry.st_gid = self.forced.shown(
+            attr, root=ino == pyfuse3.ROOT_INODE
+        )
         entry.st_nlink = 2 if attr.kind is Kind.DIR else 1
-        entry.st_uid = attr.uid
-        entry.st_gid = attr.gid
         entry.st_rdev = 0
         entry.st_size = attr.size
         entry.st_blksize = 4096

@@ -79,6 +79,33 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Forced:
+    """Owner and mode shown for every entry whatever its metadata (s3fs's ``uid=``, ``gid=``,
+    ``umask=``, ``mp_umask=``, applied as libfuse applies them for s3fs: to what is *shown*,
+    never to the metadata stored). None: not forced."""
+
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None  # every entry's permission bits: 0777 & ~umask
+    root_umask: int | None = None  # the mount point's (mp_umask), unless umask is given
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.uid, self.gid, self.umask, self.root_umask))
+
+    def shown(self, attr: Attr, *, root: bool = False) -> tuple[int, int, int]:
+        """(mode, uid, gid) to report for ``attr`` (``root``: the mount point)."""
+        mode = attr.mode
+        umask = self.umask if self.umask is not None else (self.root_umask if root else None)
+        if umask is not None:
+            mode = stat.S_IFMT(attr.mode) | (0o777 & ~umask)
+        return (
+            mode,
+            attr.uid if self.uid is None else self.uid,
+            attr.gid if self.gid is None else self.gid,
+        )
+
+
+@dataclass(frozen=True)
 class Attr:
     """Attributes of one entry, without its inode number (that belongs to the inode table).
 

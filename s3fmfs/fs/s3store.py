@@ -13,6 +13,9 @@ Invariants:
   as ``If-Match`` on every GET (the client's 412 is ``PreconditionFailed``).
 - ``get_object`` (a ``WholeStore``) parses a whole GET's headers as ``head`` parses a HEAD's
   (``_info``): the attributes are identical.
+- ``ObjectHeaders`` (the mount's ``default_acl``, ``storage_class``, ``use_sse``) go on every
+  write (PUT, multipart initiation, copy destination); an SSE-C key also on every read of an
+  object (GET, HEAD), every part uploaded, and as the copy source's key on copies.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -96,6 +100,23 @@ def _info(key: str, resp: Response) -> ObjectInfo:
     )
 
 
+@dataclass(frozen=True)
+class ObjectHeaders:
+    """Headers added to the requests about objects (names lower-case)."""
+
+    write: Mapping[str, str] = field(default_factory=dict)  # PUT, initiate, copy destination
+    key: Mapping[str, str] = field(default_factory=dict)  # SSE-C: GET, HEAD, parts
+    copy_source: Mapping[str, str] = field(default_factory=dict)  # SSE-C key of a copy's source
+
+
+def _merged(*parts: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The union of ``parts`` (later ones win), None when empty."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        merged.update(part or {})
+    return merged or None
+
+
 class S3Store:
     """One bucket through one connection."""
 
@@ -106,8 +127,10 @@ class S3Store:
         *,
         page_size: int = 1000,
         journal: UploadJournal | None = None,
+        headers: ObjectHeaders | None = None,
     ) -> None:
         self.conn = conn
+        self.headers = headers or ObjectHeaders()
         self.journal = journal or UploadJournal(None)  # default: not journaling
         self.bucket = bucket
         self.page_size = page_size
@@ -131,13 +154,13 @@ class S3Store:
 
     async def head(self, key: str) -> ObjectInfo | None:
         try:
-            resp = await self.conn.head(self.bucket, key)
+            resp = await self.conn.head(self.bucket, key, _merged(self.headers.key))
         except NoSuchKey:
             return None
         return _info(key, resp)
 
     async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
-        headers = {"if-match": if_match} if if_match else None
+        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
         try:
             resp = await self.conn.get(self.bucket, key, headers)
         except NoSuchKey:
@@ -150,7 +173,7 @@ class S3Store:
         if end is not None and end < start:
             return b""
         byte_range = None if start == 0 and end is None else (start, end)
-        headers = {"if-match": if_match} if if_match else None
+        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
         try:
             resp = await self.conn.get(self.bucket, key, headers, byte_range=byte_range)
         except InvalidRange:
@@ -166,7 +189,7 @@ class S3Store:
     ) -> None:
         if end < start:
             return
-        headers = {"if-match": if_match} if if_match else None
+        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
         with contextlib.suppress(InvalidRange):  # starts at or past the end: no bytes
             await self.conn.get_into(self.bucket, key, sink, headers, byte_range=(start, end))
 
@@ -177,7 +200,9 @@ class S3Store:
         metadata: Mapping[str, str],
         content_type: str | None = None,
     ) -> PutResult:
-        headers = {"content-type": content_type} if content_type else None
+        headers = _merged(
+            {"content-type": content_type} if content_type else None, self.headers.write
+        )
         length: int | None = None
         if isinstance(body, FileWindow):  # exactly its length, whatever the file holds past it
             length = body.length - body.tell()
@@ -191,7 +216,9 @@ class S3Store:
     async def create_multipart(
         self, key: str, metadata: Mapping[str, str], content_type: str | None = None
     ) -> str:
-        headers = {"content-type": content_type} if content_type else None
+        headers = _merged(
+            {"content-type": content_type} if content_type else None, self.headers.write
+        )
         return await self.journal.create(
             key,
             lambda: self.conn.create_multipart_upload(self.bucket, key, headers, metadata=metadata),
@@ -201,7 +228,13 @@ class S3Store:
         self, key: str, upload_id: str, number: int, body: PartBody | bytes, length: int
     ) -> UploadedPart:
         part = await self.conn.upload_part(
-            self.bucket, key, upload_id, number, body, content_length=length
+            self.bucket,
+            key,
+            upload_id,
+            number,
+            body,
+            content_length=length,
+            headers=_merged(self.headers.key),
         )
         return UploadedPart(part.part_number, part.etag, length)
 
@@ -234,7 +267,11 @@ class S3Store:
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> PutResult:
-        headers = {"content-type": content_type} if content_type and metadata is not None else None
+        headers = _merged(
+            {"content-type": content_type} if content_type and metadata is not None else None,
+            self.headers.write,
+            self.headers.copy_source,
+        )
         resp = await self.conn.copy(
             self.bucket, src, self.bucket, dst, metadata=metadata, headers=headers
         )

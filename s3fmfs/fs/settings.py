@@ -8,14 +8,15 @@ core with only what they change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .attrs import Defaults
+from .attrs import Defaults, Forced
 
 
 @dataclass(frozen=True)
 class FsSettings:
-    """The filesystem's knobs: ownership defaults, caches, read-ahead and uploads."""
+    """The filesystem's knobs: ownership defaults (and forced owner and modes), caches,
+    read-ahead and uploads."""
 
     uid: int = 0
     gid: int = 0
@@ -30,6 +31,9 @@ class FsSettings:
     read_concurrency: int = 4
     part_size_mb: int = 8
     upload_concurrency: int = 4
+    forced: Forced = field(
+        default_factory=Forced
+    )  # owner/mode shown for every entry (s3fs's uid=, gid=, umask=)
 
     @property
     def defaults(self) -> Defaults:

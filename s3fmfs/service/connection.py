@@ -48,8 +48,9 @@ def client_timeouts(opts: MountOptions) -> dict[str, object]:
 
 def mount_retry(opts: MountOptions) -> RetryPolicy:
     """A mount retries a request until ``timeout`` seconds have passed, however many attempts
-    that takes: a server away for less than that costs a wait, not an error."""
-    return RetryPolicy(max_attempts=MOUNT_MAX_ATTEMPTS, total_timeout=opts.timeout)
+    that takes (at most ``retries=`` when given, s3fs's option): a server away for less than
+    that costs a wait, not an error."""
+    return RetryPolicy(max_attempts=opts.retries or MOUNT_MAX_ATTEMPTS, total_timeout=opts.timeout)
 
 
 def connection_for(
@@ -75,6 +76,7 @@ def connection_for(
         signature=opts.signature,
         region=opts.region,
         session_token=session_token,
+        headers=opts.request_headers(),  # requester_pays
         **kwargs,  # type: ignore[arg-type]
     )
 

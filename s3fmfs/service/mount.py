@@ -43,7 +43,7 @@ import trio
 
 from ..client import RetryPolicy, S3fmAuthConnection, S3fmError
 from ..config import tls
-from ..config.options import MountOptions
+from ..config.options import MountOptions, OptionError
 from ..fs.adapter import S3fmOperations
 from ..fs.core import FsCore
 from ..fs.inodes import Node
@@ -152,6 +152,8 @@ def fuse_options(opts: MountOptions, source: str = "s3fmfs") -> set[str]:
         result.add("ro")
     if opts.allow_other:
         result.add("allow_other")
+    if opts.allow_root:
+        result.add("allow_root")
     return result
 
 
@@ -215,7 +217,14 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     reporter = reporter or StderrReporter()
     if config.credentials_source:
         log.info("credentials: %s", config.credentials_source)
+    for note in config.options.s3fs_notes:  # once each: what s3fs options do here
+        log.info("%s", note)
     tls.warn_if_unverified(config.options)
+    try:
+        headers = config.options.object_headers()  # reads an SSE-C key file
+    except OptionError as exc:
+        reporter.failed(2, str(exc))
+        return 2
     try:
         await check_bucket(config)
     except MountFailure as exc:
@@ -226,7 +235,13 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         metacache_for_mount(config.options, config.bucket) as meta,
         recovery_for_mount(config.options, config.bucket) as kept,
     ):
-        store = S3Store(conn, config.bucket, journal=kept.journal)
+        store = S3Store(
+            conn,
+            config.bucket,
+            page_size=config.options.list_object_max_keys,
+            journal=kept.journal,
+            headers=headers,
+        )
         core = FsCore(
             store,
             config.options.fs_settings(),
