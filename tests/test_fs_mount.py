@@ -516,7 +516,7 @@ def test_mount_options(moto: S3Server, s3: Any, bucket: str, tmp_path: Path):
         assert errno_of(lambda: os.mkdir(mnt / "newdir")) == errno.EROFS
     assert keys(s3, bucket) == {"dir/file", "meta"}
     put(s3, bucket, "meta2", b"m2", mode=str(stat.S_IFREG | 0o640))
-    options = ("nometa", "umask=077", "allow_other", "debug")
+    options = ("nometa", "default_umask=077", "allow_other", "debug")
     with mounted(moto, bucket, tmp_path=tmp_path, options=options) as mnt:
         assert "allow_other" in Path("/proc/self/mounts").read_text()
         # nometa: "listings only, modes are defaults", whether found by lookup or by readdir
@@ -525,7 +525,7 @@ def test_mount_options(moto: S3Server, s3: Any, bucket: str, tmp_path: Path):
         assert stat.S_IMODE(os.stat(mnt / "meta2").st_mode) == 0o600  # after readdir
         assert (mnt / "meta").read_bytes() == b"m"
         assert f"/{bucket}/meta " in log_tail(mnt, 100_000)  # debug: requests are logged
-    with mounted(moto, bucket, tmp_path=tmp_path, options=("nometa", "umask=077")) as mnt:
+    with mounted(moto, bucket, tmp_path=tmp_path, options=("nometa", "default_umask=077")) as mnt:
         assert stat.S_IMODE(os.stat(mnt / "meta").st_mode) == 0o600  # direct lookup
 
 

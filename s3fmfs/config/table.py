@@ -83,7 +83,7 @@ class Option:
         if not self.takes_value:
             return self.name
         if self.kind == "enum":
-            value = "|".join(self.choices)
+            value = self.metavar or "|".join(self.choices)
         else:
             value = self.metavar or _METAVARS[self.kind]
         return f"{self.name}[={value}]" if self.bare is not None else f"{self.name}={value}"
@@ -248,11 +248,12 @@ def is_fstab_only(item: str) -> bool:
 def describe(opt: Option) -> str:
     """The help of ``opt`` with its default, as ``--help`` shows it."""
     default = opt.shown_default
+    also = f" (also {', '.join(opt.aliases)})" if opt.aliases else ""
     if default is None:
-        return opt.help
+        return opt.help + also
     if not opt.takes_value:  # "the default", "the default for host names"...
-        return f"{opt.help} ({default})"
-    return f"{opt.help} (default {default})"
+        return f"{opt.help} ({default}){also}"
+    return f"{opt.help} (default {default}){also}"
 
 
 def columns(rows: Iterable[tuple[str, str]], width: int = 100) -> str:
