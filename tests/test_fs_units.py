@@ -137,12 +137,13 @@ def test_parse_options() -> None:
     opts = parse_options(
         [
             "endpoint=http://127.0.0.1:9000,region=eu-west-1,sigv2",
-            "uid=5,gid=6,umask=077,nometa,stat_ttl=1.5,dir_ttl=0,neg_ttl=2,ro,allow_other",
+            "default_uid=5,default_gid=6,default_umask=077,nometa,stat_ttl=1.5,dir_ttl=0,neg_ttl=2",
+            "ro,allow_other",
         ]
     )
     assert opts.endpoint_parts == (False, "127.0.0.1", 9000)
     assert opts.use_path_style and opts.signature == "v2" and opts.region == "eu-west-1"
-    assert (opts.uid, opts.gid, opts.default_file_mode, opts.default_dir_mode) == (
+    assert (opts.default_uid, opts.default_gid, opts.default_file_mode, opts.default_dir_mode) == (
         5,
         6,
         0o600,
@@ -180,7 +181,14 @@ def test_every_option_has_help_and_parses() -> None:
     defaults = MountOptions()
     for name in OPTIONS:
         assert OPTIONS[name]
-        value = {"endpoint": "http://h:1", "region": "r", "metacache_file": "/m"}.get(name, "1")
+        value = {
+            "endpoint": "http://h:1",
+            "region": "r",
+            "metacache_file": "/m",
+            "default_acl": "private",
+            "storage_class": "standard",
+            "dbglevel": "info",
+        }.get(OPTIONS[name].name, "1")  # by the option's name: aliases take the same values
         try:
             parse_options([name])
         except OptionError:

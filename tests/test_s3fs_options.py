@@ -218,7 +218,7 @@ def test_s3fs_only_options_are_noted_once_each() -> None:
         ("use_sse=c:keys", "use_sse: the key file must be an absolute path, not 'keys'"),
         (
             "endpoint=not a region",
-            "endpoint must be a region or http(s)://host, not 'not a region'",
+            "endpoint must be a region (like eu-west-1) or http(s)://host, not 'not a region'",
         ),
         ("url=eu-west-1", "endpoint must be http(s)://host[:port], not 'eu-west-1'"),
         ("dbglevel=loud", "dbglevel must be crit or err or warn or info or dbg, not 'loud'"),

@@ -751,7 +751,10 @@ IGNORED_HELP = FSTAB_ONLY_HELP
 
 #: Every name ``-o`` knows, for "did you mean": options, aliases, s3fs-only options.
 KNOWN_NAMES: tuple[str, ...] = (*OPTIONS, *S3FS_ONLY)
-_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-?[0-9]*|[a-z0-9][a-z0-9-]*")
+#: A region as ``endpoint=`` takes it (s3fs's meaning): words joined by hyphens, like
+#: ``eu-west-1``, ``us-gov-west-1``, ``fr-par``; one word is refused (a typo of a URL, most
+#: likely: ``region=`` takes any).
+_REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 
 
 def unknown(name: str) -> OptionError:
@@ -795,7 +798,10 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
             if name == "endpoint" and has_value and "://" not in value:
                 # s3fs's endpoint= is the region; a URL keeps s3fmfs's meaning
                 if not _REGION.fullmatch(value):
-                    raise OptionError(f"endpoint must be a region or http(s)://host, not {value!r}")
+                    raise OptionError(
+                        "endpoint must be a region (like eu-west-1) or http(s)://host, "
+                        f"not {value!r}"
+                    )
                 opts.region = value
                 _note(opts, f"s3fs option endpoint={value}: the region (region=)")
                 continue
