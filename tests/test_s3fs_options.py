@@ -483,3 +483,17 @@ def check_mount(moto: S3Server, s3: Any, bucket: str, base: Path, options: tuple
         assert (done.returncode, done.stdout) == (0, b"for 1000"), done.stderr
         notes = log_tail(mnt, 100_000)
         assert notes.count("s3fs option big_writes: always on here") == 1
+
+
+def test_allow_root_and_mp_umask_on_a_mount(moto: S3Server, s3: Any, tmp_path: Path) -> None:
+    """``allow_root`` reaches libfuse (the kernel mount gets allow_other, libfuse lets only the
+    owner and root in); ``mp_umask`` sets the mount point's mode alone."""
+    bucket = unique_bucket("s3fs")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    with mounted(moto, bucket, tmp_path=tmp_path, options=("allow_root", "mp_umask=077")) as mnt:
+        entries = Path("/proc/self/mounts").read_text().splitlines()
+        (line,) = [entry for entry in entries if f" {mnt} " in entry]
+        assert "allow_other" in line.split()[3].split(",")
+        assert stat.S_IMODE(os.stat(mnt).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(mnt / "f").st_mode) == 0o644  # the default, not forced
