@@ -5,12 +5,20 @@ Invariants:
 - Each option is declared once, on the field it sets (:func:`s3fmfs.config.table.option`):
   ``OPTIONS`` (name → :class:`~s3fmfs.config.table.Option`) is derived from the dataclass, so
   the parser, ``--help`` and ``docs/CONFIGURATION.md`` cannot disagree with it.
-- An option in neither ``OPTIONS`` nor ``IGNORED`` (fstab/mount(8) options; ``x-*`` and
-  ``comment=`` with any value), a flag given a value, a value missing or malformed raises
-  ``OptionError`` (one line, meant for stderr), never anything else.
+- s3fs-fuse's options are accepted by their s3fs names: as aliases when the meaning is the same,
+  as options of their own when s3fs's meaning differs from s3fmfs's (``uid``/``gid``/``umask``
+  force what every entry shows; ``default_uid``/``default_gid``/``default_umask`` are the
+  defaults of objects without metadata), and the rest in ``s3fs_compat.S3FS_ONLY``, each noted
+  once in ``s3fs_notes`` for the mount to log. ``endpoint=`` of a region (not a URL) sets the
+  region, as in s3fs.
+- An option in neither ``OPTIONS``, ``S3FS_ONLY`` nor ``IGNORED`` (fstab/mount(8) options;
+  ``x-*`` and ``comment=`` with any value), a flag given a value, a value missing or malformed
+  raises ``OptionError`` (one line, meant for stderr, naming the closest known option), never
+  anything else.
 - Parsing is pure: no environment, no network, no file access; defaults are the dataclass
-  defaults.
-- ``fs_settings()`` is the only way the fs layer sees these options.
+  defaults. ``object_headers()`` (called by the mount) is where an SSE-C key file is read.
+- ``fs_settings()`` is the only way the fs layer sees these options; ``object_headers()`` and
+  ``request_headers()`` are what the store and the client add to requests.
 """
 
 from __future__ import annotations
