@@ -489,7 +489,7 @@ class MountOptions:
             "log level, as s3fs names them",
             choices=LOG_LEVELS,
             synonyms=LOG_LEVEL_SYNONYMS,
-            default_text="info (debug with debug or -d)",
+            default_text="info; debug with debug or -d",
         ),
         group=FILES,
     )

@@ -87,8 +87,8 @@ S3FS_ONLY: dict[str, S3fsOnly] = {
         S3fsOnly(
             "ensure_diskfree",
             "value",
-            "not enforced: s3fmfs has no free-space guard; write buffers spill to cache_dir "
-            "and fail with ENOSPC when the disk is full",
+            "not enforced: s3fmfs has no free-space guard; write buffers past their memory "
+            "share go to disk, and a full disk fails the write",
         ),
         S3fsOnly(
             "max_stat_cache_size",
