@@ -105,6 +105,18 @@ def test_attr_defaults_and_odd_metadata() -> None:
         defaults=DEFAULTS,
     )
     assert (odd.mode, odd.uid, odd.mtime_ns) == (stat.S_IFREG | 0o755, 1, 1_500_000_000)
+    # s3fs-fuse writes mtime -1 on the marker of a directory it inferred (chmod of a
+    # prefix); it shows LastModified for an mtime <= 0, and so do we.
+    for unknown in ("-1", "0", "-1.5", "0.0"):
+        inferred = attr_from_object(
+            is_dir=True,
+            size=0,
+            last_modified_ns=7 * 10**9,
+            etag="",
+            metadata={"mode": str(stat.S_IFDIR | 0o700), "mtime": unknown},
+            defaults=DEFAULTS,
+        )
+        assert inferred.mtime_ns == 7 * 10**9, unknown
     link = attr_from_object(
         is_dir=False,
         size=3,
