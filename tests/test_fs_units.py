@@ -88,6 +88,10 @@ def test_attr_from_s3fs_metadata() -> None:
     )
     assert attr.mtime_ns == 1_600_000_000 * 10**9 and attr.complete
     assert metadata_of(attr) == meta
+    # s3fs-fuse's ctime is dropped by any write (s3fs then shows LastModified, the write's
+    # time); its atime and others' metadata are kept.
+    kept = metadata_of(attr, {"ctime": "1500000000", "atime": "1500000001", "color": "red"})
+    assert kept == {**meta, "atime": "1500000001", "color": "red"}
 
 
 def test_attr_defaults_and_odd_metadata() -> None:

@@ -33,6 +33,8 @@ META_UID = "uid"
 META_GID = "gid"
 META_MTIME = "mtime"
 OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
+#: s3fs-fuse also writes ``atime`` and ``ctime``; we read neither, and drop ``ctime`` on write.
+META_CTIME = "ctime"
 
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
 #: Content types that make an object without a trailing slash a directory (s3fs reads both).
@@ -212,8 +214,12 @@ def implicit_dir(defaults: Defaults, mtime_ns: int) -> Attr:
 
 
 def metadata_of(attr: Attr, keep: Mapping[str, str] | None = None) -> dict[str, str]:
-    """s3fs-fuse's metadata for ``attr``, over any other user metadata in ``keep``."""
-    meta = dict(keep or {})
+    """s3fs-fuse's metadata for ``attr``, over any other user metadata in ``keep``.
+
+    s3fs's ``ctime`` is dropped: whatever writes metadata changes the file's status, and
+    s3fs-fuse reads a missing ctime as LastModified, the time of this very write (a kept one
+    would show a change time older than the change)."""
+    meta = {k: v for k, v in (keep or {}).items() if k != META_CTIME}
     meta[META_MODE] = str(attr.mode)
     meta[META_UID] = str(attr.uid)
     meta[META_GID] = str(attr.gid)
