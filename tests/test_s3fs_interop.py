@@ -13,6 +13,9 @@ s3fmfs accepts s3fs's option names. Where the two deliberately differ (objects w
 metadata by other tools, directories known only from a prefix) the test asserts s3fmfs's side;
 docs/SEMANTICS.md ("Objects written by s3fs-fuse") lists the differences.
 
+``test_fstab_lines_side_by_side`` (system tier) mounts both from lines of a private fstab with
+mount(8), as ``tests/test_system_mount.py`` does (its ``installed`` fixture: ``make install``).
+
 Needs root (chown, and owners as the metadata says), /dev/fuse, fusermount3 and the ``s3fs``
 binary (Debian's ``s3fs``, which ``make deps`` installs); skips without them. Every mount is
 unmounted and its process waited for (killed if it lingers) in ``finally``.
@@ -34,10 +37,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.support.mount import is_mounted, mounted, unmount
 from tests.support.servers import S3Server, unique_bucket
+from tests.test_system_mount import (  # mount(8) and ``make install``, as the system tests do
+    NO_DAEMON_MODE,
+    Credentials,
+    mount_env,
+    system_mounted,
+    wait_gone,
+)
+from tests.test_system_mount import (
+    installed as installed,  # the fixture, used by name
+)
 
 S3FS = shutil.which("s3fs")
 
@@ -408,3 +422,81 @@ def test_metadata_written_matches_s3fs(pair: Pair, s3: Any) -> None:
             assert stat.S_ISDIR(mode_o)  # s3fs 1.90 may write the bits alone
         else:
             assert mode_o == mode_s, name
+
+
+@contextmanager
+def s3fs_fstab_mounted(fstab: Path, mnt: Path) -> Iterator[Path]:
+    """``mount -T FSTAB MNT`` of an s3fs line (mount.fuse3 runs ``s3fs``, which daemonizes);
+    unmounted, and its s3fs process waited for (killed if it lingers), whatever happens."""
+    done = subprocess.run(
+        ["mount", "-T", str(fstab), str(mnt)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"mount -T of the s3fs line: {done.stderr}"
+    daemons = [
+        proc
+        for proc in psutil.process_iter(["cmdline"])
+        if (cmd := proc.info["cmdline"] or [])
+        and os.path.basename(cmd[0]) == "s3fs"
+        and str(mnt) in cmd
+    ]
+    try:
+        assert daemons, "no s3fs process serving the mount"
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not (is_mounted(mnt) and _lists(mnt)):
+            assert time.monotonic() < deadline, "s3fs mounted by mount(8) does not answer"
+            time.sleep(0.1)
+        yield mnt
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["umount", str(mnt)], capture_output=True, check=False, timeout=60)
+        _, alive = psutil.wait_procs(daemons, timeout=EXIT_TIMEOUT)
+        for proc in alive:
+            proc.kill()
+        if is_mounted(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        assert not alive, "s3fs lingered after umount: killed"
+
+
+@pytest.mark.system
+@pytest.mark.skipif(not os.path.exists("/sbin/mount.fuse3"), reason="needs /sbin/mount.fuse3")
+@pytest.mark.usefixtures("installed")
+def test_fstab_lines_side_by_side(moto: S3Server, s3: Any, tmp_path: Path) -> None:
+    """A real s3fs fstab line and the same line with the type ``fuse.s3fmfs``, mounted with
+    ``mount -T`` (a private fstab): s3fs writes the tree, s3fmfs mounted afterwards shows it
+    alike; s3fmfs writes, unmounts, and s3fs shows that."""
+    bucket = unique_bucket("fstab")
+    s3.create_bucket(Bucket=bucket)
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{moto.access_key_id}:{moto.secret_access_key}\n")
+    passwd.chmod(0o600)
+    theirs, ours = (tmp_path / "s3fs").resolve(), (tmp_path / "ours").resolve()
+    theirs.mkdir()
+    ours.mkdir()
+    options = "_netdev,nofail," + fstab_options(moto, passwd)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(
+        f"{bucket} {theirs} fuse.s3fs {options} 0 0\n"
+        f"{bucket} {ours} fuse.s3fmfs {','.join(s3fmfs_options(options))} 0 0\n"
+    )
+    with s3fs_fstab_mounted(fstab, theirs):
+        write_tree(theirs)
+        argv = ["mount", "-T", str(fstab), str(ours)]
+        with system_mounted(argv, ours, mount_env(Credentials(), tmp_path), tmp_path) as m:
+            seen = snapshot(ours)
+            check_tree(seen)
+            assert snapshot(theirs) == seen
+            (ours / "from-ours").mkdir()
+            (ours / "from-ours" / "f").write_bytes(b"by s3fmfs")
+            os.chmod(ours / "from-ours" / "f", 0o604)
+            os.chown(ours / "from-ours" / "f", 9, 10)
+            os.utime(ours / "from-ours" / "f", (T_FILE, T_FILE))
+            (ours / "from-ours" / "l").symlink_to("f")
+            done = subprocess.run(["umount", str(ours)], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert not wait_gone(m.daemons), "s3fmfs did not exit after umount"
+        f = entry(theirs / "from-ours" / "f")
+        assert (f.kind, f.mode, f.uid, f.gid, f.mtime) == ("f", 0o604, 9, 10, T_FILE)
+        assert f.digest == hashlib.sha256(b"by s3fmfs").hexdigest()
+        assert os.readlink(theirs / "from-ours" / "l") == "f"
+    if not m.returned:
+        pytest.xfail(NO_DAEMON_MODE)
