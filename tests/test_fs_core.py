@@ -625,6 +625,11 @@ async def test_symlinks_as_s3fs(env: Env) -> None:
     info = await env.raw.head("ln")
     assert info is not None and info.metadata is not None
     assert stat.S_ISLNK(int(info.metadata["mode"]))
+    # typed by name as s3fs-fuse types it (not the server's default binary/octet-stream)
+    assert info.content_type == "application/octet-stream"
+    await core.symlink(ROOT_INODE, b"ln.txt", b"x", 0, 0)
+    named = await env.raw.head("ln.txt")
+    assert named is not None and named.content_type == "text/plain"
     remount, _ = env.core()
     entries = await listdir(remount)
     ino2, attr2 = entries["ln"]

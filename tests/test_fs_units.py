@@ -88,6 +88,10 @@ def test_attr_from_s3fs_metadata() -> None:
     )
     assert attr.mtime_ns == 1_600_000_000 * 10**9 and attr.complete
     assert metadata_of(attr) == meta
+    # s3fs-fuse's ctime is dropped by any write (s3fs then shows LastModified, the write's
+    # time); its atime and others' metadata are kept.
+    kept = metadata_of(attr, {"ctime": "1500000000", "atime": "1500000001", "color": "red"})
+    assert kept == {**meta, "atime": "1500000001", "color": "red"}
 
 
 def test_attr_defaults_and_odd_metadata() -> None:
@@ -105,6 +109,18 @@ def test_attr_defaults_and_odd_metadata() -> None:
         defaults=DEFAULTS,
     )
     assert (odd.mode, odd.uid, odd.mtime_ns) == (stat.S_IFREG | 0o755, 1, 1_500_000_000)
+    # s3fs-fuse writes mtime -1 on the marker of a directory it inferred (chmod of a
+    # prefix); it shows LastModified for an mtime <= 0, and so do we.
+    for unknown in ("-1", "0", "-1.5", "0.0"):
+        inferred = attr_from_object(
+            is_dir=True,
+            size=0,
+            last_modified_ns=7 * 10**9,
+            etag="",
+            metadata={"mode": str(stat.S_IFDIR | 0o700), "mtime": unknown},
+            defaults=DEFAULTS,
+        )
+        assert inferred.mtime_ns == 7 * 10**9, unknown
     link = attr_from_object(
         is_dir=False,
         size=3,

@@ -4,7 +4,8 @@ Invariants:
 - ``Attr.mode`` always carries the file type bits, and they agree with ``Attr.kind``.
 - Metadata written is exactly s3fs-fuse's: ``mode`` (decimal, WITH type bits), ``uid``,
   ``gid``, ``mtime`` (integer seconds); everything else a reader finds missing or malformed
-  falls back to the mount's defaults (modes, owner) and LastModified (mtime).
+  falls back to the mount's defaults (modes, owner) and LastModified (mtime; also for an
+  mtime at or before the epoch, like s3fs's ``-1``).
 - Times are integer nanoseconds since the epoch (pyfuse3's ``st_*_ns``).
 - s3fs's older directory forms are read: an object without a trailing slash is a directory
   when its ``mode`` says so or its Content-Type is ``application/x-directory`` (or
@@ -32,6 +33,8 @@ META_UID = "uid"
 META_GID = "gid"
 META_MTIME = "mtime"
 OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
+#: s3fs-fuse also writes ``atime`` and ``ctime``; we read neither, and drop ``ctime`` on write.
+META_CTIME = "ctime"
 
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
 #: Content types that make an object without a trailing slash a directory (s3fs reads both).
@@ -159,7 +162,9 @@ def _int_meta(metadata: Mapping[str, str], name: str) -> int | None:
 
 
 def _mtime_meta(metadata: Mapping[str, str]) -> int | None:
-    """``x-amz-meta-mtime``: integer seconds (s3fs), tolerating a decimal fraction."""
+    """``x-amz-meta-mtime``: integer seconds (s3fs), tolerating a decimal fraction. None (the
+    object's LastModified) for a time at or before the epoch, as s3fs-fuse reads it: s3fs
+    writes ``-1`` for the unknown mtime of a directory it only inferred from a prefix."""
     value = metadata.get(META_MTIME)
     if value is None:
         return None
@@ -168,6 +173,8 @@ def _mtime_meta(metadata: Mapping[str, str]) -> int | None:
         whole = int(seconds, 10)
         nanos = int((fraction + "000000000")[:9], 10) if fraction else 0
     except ValueError:
+        return None
+    if whole < 0 or whole * NS + nanos <= 0:
         return None
     return whole * NS + nanos
 
@@ -234,8 +241,12 @@ def implicit_dir(defaults: Defaults, mtime_ns: int) -> Attr:
 
 
 def metadata_of(attr: Attr, keep: Mapping[str, str] | None = None) -> dict[str, str]:
-    """s3fs-fuse's metadata for ``attr``, over any other user metadata in ``keep``."""
-    meta = dict(keep or {})
+    """s3fs-fuse's metadata for ``attr``, over any other user metadata in ``keep``.
+
+    s3fs's ``ctime`` is dropped: whatever writes metadata changes the file's status, and
+    s3fs-fuse reads a missing ctime as LastModified, the time of this very write (a kept one
+    would show a change time older than the change)."""
+    meta = {k: v for k, v in (keep or {}).items() if k != META_CTIME}
     meta[META_MODE] = str(attr.mode)
     meta[META_UID] = str(attr.uid)
     meta[META_GID] = str(attr.gid)

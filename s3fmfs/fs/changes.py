@@ -32,7 +32,7 @@ from .errno_map import FsError
 from .files import Files
 from .inodes import Node
 from .keys import is_under
-from .namespace import Namespace
+from .namespace import Namespace, content_type_of
 from .pins import Pins
 
 log = logging.getLogger("s3fmfs.fs")
@@ -119,8 +119,10 @@ class Changes:
     ) -> tuple[int, Attr]:
         path = await self.ns.new_name(parent_ino, name)
         attr = Attr(Kind.SYMLINK, 0o777 | stat.S_IFLNK, uid, gid, len(target), self.ns.now())
-        result = await self.ns.store.put(self.ns.keys.file_key(path), target, metadata_of(attr))
-        await self.ns.object_changed(self.ns.keys.file_key(path))
+        key = self.ns.keys.file_key(path)
+        # s3fs-fuse types a symlink by its name too (not the store's binary/octet-stream).
+        result = await self.ns.store.put(key, target, metadata_of(attr), content_type_of(path))
+        await self.ns.object_changed(key)
         attr = attr.with_changes(etag=result.etag)
         node = self.ns.inodes.node_for(path, Kind.SYMLINK)
         node.attr = attr
