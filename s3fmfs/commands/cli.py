@@ -35,7 +35,7 @@ import sys
 
 from .. import __version__
 from ..config import tls
-from ..config.options import MountOptions, OptionError, parse_bucket, parse_options
+from ..config.options import MountOptions, OptionError, parse_bucket
 from ..service import daemon, mount
 from ..service.logs import SYSLOG_SOCKET, fallback_log_file, setup_logging
 from ..service.mount import MountConfig
@@ -50,6 +50,7 @@ from .common import (
     fail,
     log_level,
     options_help,
+    parse_command_options,
 )
 
 SUBCOMMANDS = ("ls", "presign", "demo")
@@ -60,6 +61,9 @@ other commands (same -o options and credentials):
   s3fmfs presign BUCKET/KEY [--expires SECONDS] [--method GET|PUT|DELETE|HEAD]
   s3fmfs demo [MOUNTPOINT]             mount a sample bucket served locally
   s3fmfs -- ls MOUNTPOINT              mount a bucket named like a command"""
+
+
+MOUNT_USAGE = "usage: s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]"
 
 
 def mount_parser() -> argparse.ArgumentParser:
@@ -80,19 +84,20 @@ def mount_parser() -> argparse.ArgumentParser:
         "-d", dest="debug", action="store_true", help="log every request (like -o debug)"
     )
     parser.add_argument("--version", action="version", version=f"s3fmfs {__version__}")
+    parser.usage_line = MOUNT_USAGE
     return parser
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
     """The mount configuration from the command line and environment (exit 2 if unusable)."""
     args = mount_parser().parse_args(argv)
+    mountpoint = os.path.abspath(args.mountpoint)
     try:
         base = MountOptions(uid=os.getuid(), gid=os.getgid())
-        options = parse_options(args.options, base)
+        options = parse_command_options(args.options, base)
         bucket, prefix = parse_bucket(args.bucket)
         if args.debug:
             options.debug = True
-        mountpoint = os.path.abspath(args.mountpoint)
         check_mountpoint(mountpoint, options.nonempty)
         if options.cache_dir:
             options.cache_dir = os.path.abspath(options.cache_dir)
@@ -109,7 +114,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
                 raise UsageError(problem)
         creds = credentials_for(bucket, options)
     except (OptionError, UsageError) as exc:
-        fail(str(exc), 2)
+        fail(daemon.about(mountpoint, str(exc)), 2)
     config = MountConfig(
         bucket=bucket,
         prefix=prefix,
@@ -128,7 +133,7 @@ def mount_main(argv: list[str]) -> int:
     args, config = parse_args(argv)
     problem = check_fuse()
     if problem:
-        fail(problem, 1)
+        fail(daemon.about(config.mountpoint, problem), 1)
     level = log_level(args, config.options)
     if args.foreground:
         setup_logging(level)
@@ -147,7 +152,13 @@ def mount_main(argv: list[str]) -> int:
         try:
             os.makedirs(os.path.dirname(output), mode=0o700, exist_ok=True)
         except OSError as exc:
-            fail(f"cannot create the log directory of {output}: {exc.strerror}", 2)
+            fail(
+                daemon.about(
+                    config.mountpoint,
+                    f"cannot create the log directory of {output}: {exc.strerror}",
+                ),
+                2,
+            )
 
     def child(reporter: daemon.PipeReporter) -> int:
         where = setup_logging(level, daemon=True, log_file=opts.log_file, cache_dir=opts.cache_dir)
