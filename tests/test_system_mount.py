@@ -818,10 +818,17 @@ def test_mount_units_agree_with_their_names_and_fstab() -> None:
     fs_options.parse_options(
         [mount_helper.filesystem_options(mount["Mount"]["Options"]), "dev,suid"]
     )
-    service = read_unit(SYSTEMD_DIR / "s3fmfs@.service")["Service"]
+    template = read_unit(SYSTEMD_DIR / "s3fmfs@.service")
+    service = template["Service"]
     assert service["Type"] == ["notify"]
     assert service["EnvironmentFile"] == ["/etc/s3fmfs/%i.conf"]
     assert " -f " in service["ExecStart"][0]
+    # a usage/configuration error (exit status 2) is not restarted every RestartSec forever
+    assert service["Restart"] == ["on-failure"]
+    assert "2" in " ".join(service["RestartPreventExitStatus"]).split()
+    # a missing mount point fails the unit (an Assert), it does not skip it (a Condition)
+    assert template["Unit"]["AssertPathIsDirectory"] == ["%f"]
+    assert not any(key.startswith("Condition") for key in template["Unit"])
 
 
 @system
