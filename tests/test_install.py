@@ -102,9 +102,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, check=False, **kwargs
-    )  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
 def test_links_point_into_the_runtime(installed: Installed) -> None:
@@ -167,9 +165,7 @@ def test_installed_helper_mounts_over_moto(
     env.update(HOME=str(tmp_path), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     opts = f"endpoint={moto.endpoint},path_style,log_file={log},_netdev"
     try:
-        done = run(
-            [str(installed.sbindir / "mount.s3fmfs"), bucket, str(mnt), "-o", opts], env=env
-        )
+        done = run([str(installed.sbindir / "mount.s3fmfs"), bucket, str(mnt), "-o", opts], env=env)
         assert done.returncode == 0, done.stderr + (log.read_text() if log.exists() else "")
         assert is_mounted(mnt)
         assert (mnt / "hello.txt").read_bytes() == b"hi\n"

@@ -222,9 +222,7 @@ needs_fuse = pytest.mark.skipif(
 
 
 @pytest.mark.system
-def test_ls_and_presign_use_the_config_endpoint(
-    moto: S3Server, s3: Any, tmp_path: Path
-) -> None:
+def test_ls_and_presign_use_the_config_endpoint(moto: S3Server, s3: Any, tmp_path: Path) -> None:
     bucket = unique_bucket("cfg")
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="k.txt", Body=b"abc")

@@ -54,8 +54,8 @@ from ..fs.core import FsCore
 from ..fs.inodes import Node
 from ..fs.s3store import S3Store
 from . import sdnotify
-from .daemon import about
 from .connection import connection_for, describe_failure, mount_retry
+from .daemon import about
 from .keep import metacache_for_mount, recovery_for_mount
 
 log = logging.getLogger("s3fmfs")
@@ -233,12 +233,12 @@ def stderr_captured() -> Iterator[list[str]]:
     found: list[str] = []
     sys.stderr.flush()
     try:
-        tmp = tempfile.TemporaryFile()
-        saved = os.dup(2)
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
     except OSError:  # no capture: the block runs as it would have
         yield found
         return
     with tmp:
+        saved = os.dup(2)
         try:
             os.dup2(tmp.fileno(), 2)
             yield found
