@@ -3,6 +3,7 @@
 Forms::
 
     s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--log-level LEVEL]
+    s3fmfs s3://BUCKET[/PREFIX] MOUNTPOINT ...   (the same mount)
     s3fmfs ls [BUCKET[/PREFIX]] [-r] [-o opt,...]
     s3fmfs presign BUCKET/KEY [--expires SECONDS] [--method GET|PUT|DELETE|HEAD] [-o opt,...]
     s3fmfs demo [MOUNTPOINT]          (s3fmfs.commands.demo)
@@ -11,6 +12,8 @@ Forms::
 Invariants:
 - A subcommand is recognised only as the very first argument; anything else (``--`` first
   included) is the mount form.
+- Every error of the mount form names the mount point (``s3fmfs: /mnt/b: unknown option 'x'``,
+  :func:`s3fmfs.service.daemon.about`); missing arguments print the usage line first.
 - A usage or configuration error (bad argument, unknown or malformed option, no credentials,
   a mountpoint missing or not empty) is one line on stderr and exit status 2; a failure to
   mount (FUSE unavailable, wrong secret, no such bucket, endpoint unreachable) one line and
@@ -72,7 +75,8 @@ def mount_parser() -> argparse.ArgumentParser:
         usage="s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d] "
         "[--log-level LEVEL]\n       s3fmfs {ls,presign,demo} ...",
         description="Mount an S3 bucket (or a prefix of it) as a directory. By default the "
-        "command returns once the mount is live and keeps serving in the background.",
+        "command returns once the mount is live and keeps serving in the background.\n"
+        "s3://BUCKET/PREFIX is the same as BUCKET:/PREFIX.",
         epilog=f"{options_help()}\n\n{CREDENTIALS_HELP}\n\n{SUBCOMMANDS_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
