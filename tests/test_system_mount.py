@@ -552,10 +552,12 @@ def test_mount_type_fuse_s3fmfs(moto: S3Server, s3: Any, installed: Path, tmp_pa
 
 
 @system
+@pytest.mark.parametrize("form", ["colon", "s3url"])
 def test_mount_type_s3fmfs_through_helper(
-    moto: S3Server, s3: Any, installed: Path, tmp_path: Path
+    moto: S3Server, s3: Any, installed: Path, tmp_path: Path, form: str
 ) -> None:
-    """``mount -t s3fmfs BUCKET:/PREFIX``: /sbin/mount.s3fmfs, fstab-only options dropped."""
+    """``mount -t s3fmfs BUCKET:/PREFIX`` (or ``s3://BUCKET/PREFIX``): /sbin/mount.s3fmfs,
+    fstab-only options dropped."""
     bucket = new_bucket(s3)
     s3.put_object(Bucket=bucket, Key="pre/in.txt", Body=b"inside\n")
     s3.put_object(Bucket=bucket, Key="out.txt", Body=b"outside\n")
@@ -564,7 +566,8 @@ def test_mount_type_s3fmfs_through_helper(
     opts = ",".join(
         [*base_options(moto, creds, tmp_path), "_netdev", "nofail", "x-systemd.mount-timeout=30"]
     )
-    argv = ["mount", "-t", "s3fmfs", f"{bucket}:/pre", str(mnt), "-o", opts]
+    source = f"{bucket}:/pre" if form == "colon" else f"s3://{bucket}/pre"
+    argv = ["mount", "-t", "s3fmfs", source, str(mnt), "-o", opts]
     data = payload(2, 100_000)
     with system_mounted(argv, mnt, mount_env(creds, tmp_path), tmp_path) as m:
         assert mount_entry(mnt)[0] == "fuse.s3fmfs"
