@@ -631,9 +631,11 @@ def test_mount_failure_is_reported_by_mount(
     try:
         assert done.returncode != 0
         assert endpoint in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert f"s3fmfs: {mnt}: " in done.stderr, done.stderr  # mount -a: which line failed
         assert not is_mounted(mnt) and not serving(mnt)
         bad = run(["mount", "-t", fstype, "nobucket", str(mnt), "-o", "no_such_option"], env=env)
         assert bad.returncode != 0 and "no_such_option" in bad.stderr, bad.stderr
+        assert f"s3fmfs: {mnt}: unknown option 'no_such_option'" in bad.stderr, bad.stderr
     finally:
         if is_mounted(mnt):
             run(["umount", "-l", str(mnt)])
