@@ -95,25 +95,48 @@ bench: deps
 	fi
 	$(PY) -m tests.bench.run
 
-# Links to the venv's console scripts, where mount(8) finds them: it looks for mount.<type>
-# helpers in /sbin only (libmount searches /sbin:/sbin/fs.d:/sbin/fs, never $PATH) and runs them,
-# and mount.fuse3 the `s3fmfs` of type fuse.s3fmfs, with PATH=/usr/local/sbin:/usr/local/bin:
-# /usr/sbin:/usr/bin:/sbin:/bin, as systemd does. Idempotent; uninstall removes only our links.
+# A runtime of its own, apart from the clone: `python3 -m venv $(INSTALL_DIR)` holding only s3fmfs
+# (a wheel built from a copy of this tree: nothing points back into the clone) and its runtime
+# dependencies, owned by whoever runs make (root), never the dev venv; then links to its console
+# scripts where mount(8) finds them: it looks for mount.<type> helpers in /sbin only (libmount
+# searches /sbin:/sbin/fs.d:/sbin/fs, never $PATH) and runs them, and mount.fuse3 the `s3fmfs` of
+# type fuse.s3fmfs, with PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin, as
+# systemd does. pyfuse3 is built from source (apt: libfuse3-dev pkg-config gcc). Idempotent: a
+# second run updates s3fmfs in place. uninstall removes the runtime (only a directory this made:
+# it holds $(RUNTIME_MARK)) and only the links that point into it (or into this clone's .venv,
+# where an older `make install` linked).
+INSTALL_DIR ?= /opt/s3fmfs
 BINDIR ?= /usr/local/bin
 SBINDIR ?= /sbin
+RUNTIME_MARK := .s3fmfs-runtime
 INSTALL_LINKS := $(BINDIR)/s3fmfs $(SBINDIR)/mount.s3fmfs
+RUNTIME := $(abspath $(INSTALL_DIR))
 
-install: venv
-	@for f in $(INSTALL_LINKS); do test -x $(abspath $(VENV))/bin/$$(basename $$f) \
-	  || { echo "$(VENV)/bin/$$(basename $$f) missing: run make venv"; exit 1; }; done
+install:
+	@set -e; umask 022; \
+	if [ -e $(RUNTIME) ] && [ ! -e $(RUNTIME)/$(RUNTIME_MARK) ] && [ -n "$$(ls -A $(RUNTIME))" ]; then \
+	  echo "$(RUNTIME) exists and is not an s3fmfs runtime: not touching it"; exit 1; fi; \
+	if [ ! -x $(RUNTIME)/bin/python ]; then \
+	  echo "creating $(RUNTIME)"; $(PYTHON) -m venv $(RUNTIME); \
+	  $(RUNTIME)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip; fi; \
+	touch $(RUNTIME)/$(RUNTIME_MARK); \
+	work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md s3fmfs | tar -x -C $$work; \
+	$(RUNTIME)/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w $$work/dist $$work; \
+	$(RUNTIME)/bin/python -m pip install -q --disable-pip-version-check $$work/dist/s3fmfs-*.whl; \
+	$(RUNTIME)/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+	  $$work/dist/s3fmfs-*.whl; \
+	echo "installed $$($(RUNTIME)/bin/s3fmfs --version) in $(RUNTIME)"
 	install -m 0755 -d $(BINDIR) $(SBINDIR)
-	@for f in $(INSTALL_LINKS); do echo "$$f -> $(abspath $(VENV))/bin/$$(basename $$f)"; \
-	  ln -sfn $(abspath $(VENV))/bin/$$(basename $$f) $$f || exit 1; done
+	@for f in $(INSTALL_LINKS); do echo "$$f -> $(RUNTIME)/bin/$$(basename $$f)"; \
+	  ln -sfn $(RUNTIME)/bin/$$(basename $$f) $$f || exit 1; done
 
 uninstall:
-	@for f in $(INSTALL_LINKS); do \
-	  if [ "$$(readlink $$f)" = "$(abspath $(VENV))/bin/$$(basename $$f)" ]; then rm -f $$f && echo "removed $$f"; fi; \
+	@for f in $(INSTALL_LINKS); do target=$$(readlink $$f); \
+	  if [ "$$target" = "$(RUNTIME)/bin/$$(basename $$f)" ] || [ "$$target" = "$(abspath $(VENV))/bin/$$(basename $$f)" ]; then \
+	    rm -f $$f && echo "removed $$f"; fi; \
 	done
+	@if [ -e $(RUNTIME)/$(RUNTIME_MARK) ]; then rm -rf $(RUNTIME) && echo "removed $(RUNTIME)"; fi
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -256,7 +256,7 @@ def test_endpoint_with_credentials_is_refused_without_echoing_them(tmp_path: Pat
         check=False,
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("s3fmfs: endpoint must not carry user:password@")
+    assert done.stderr.startswith(f"s3fmfs: {mnt}: endpoint must not carry user:password@")
     assert "s3cr3t-in-url" not in done.stderr and "AKIAX" not in done.stderr
 
 

@@ -208,7 +208,8 @@ def test_repr_hides_the_secret(home: Home) -> None:
 
 
 def test_cli_uses_the_chain_and_reports_refusals(home: Home, tmp_path: Path) -> None:
-    """The command reads the same chain: a world-readable passwd file is one line, exit 2."""
+    """The command reads the same chain: a world-readable passwd file is one line (naming the
+    mount point, as every error of the mount form does), exit 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3FMFS_"))} | {
         "HOME": str(home.root)
     }
@@ -224,6 +225,6 @@ def test_cli_uses_the_chain_and_reports_refusals(home: Home, tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"s3fmfs: passwd file {home.root}/.passwd-s3fmfs is accessible by group or others "
+        f"s3fmfs: {mnt}: passwd file {home.root}/.passwd-s3fmfs is accessible by group or others "
         f"(mode 0644): run chmod 600 {home.root}/.passwd-s3fmfs"
     ]

@@ -153,7 +153,9 @@ def test_tls_is_verified_by_default(tmp_path: Path):
             done = run_s3fmfs("fake", mnt, "-o", f"endpoint={fake.endpoint}{extra}", env=env)
             line = one_line(done)
             assert done.returncode == 1
-            assert line.startswith(f"s3fmfs: TLS certificate of {fake.endpoint} not trusted ")
+            assert line.startswith(
+                f"s3fmfs: {mnt}: TLS certificate of {fake.endpoint} not trusted "
+            )
             assert "-o ca_bundle=FILE" in line and "-o no_check_certificate" in line
             assert not is_mounted(mnt) and daemons_of(mnt) == []
         assert sum(fake.counts.values()) == 0  # refused at the handshake: not one request
@@ -230,7 +232,7 @@ def test_passwd_file_others_can_access_is_refused(
     done = run_s3fmfs(bucket, mnt, "-o", options, env=clean_env(tmp_path))
     assert done.returncode == 2
     assert one_line(done) == (
-        f"s3fmfs: passwd file {passwd} is accessible by group or others "
+        f"s3fmfs: {mnt}: passwd file {passwd} is accessible by group or others "
         f"(mode {mode:04o}): run chmod 600 {passwd}"
     )
     assert SECRET not in done.stderr
@@ -249,7 +251,7 @@ def test_executable_passwd_file_is_refused(moto: S3Server, bucket: str, tmp_path
         done = run_s3fmfs(bucket, mnt, "-o", options, env=clean_env(tmp_path))
         assert done.returncode == 2
         assert one_line(done) == (
-            f"s3fmfs: passwd file {passwd} is executable (mode 0700): run chmod 600 {passwd}"
+            f"s3fmfs: {mnt}: passwd file {passwd} is executable (mode 0700): run chmod 600 {passwd}"
         )
         assert SECRET not in done.stderr
         assert not is_mounted(mnt) and daemons_of(mnt) == []

@@ -1,9 +1,10 @@
 """Mounting the way a system does: mount(8), fstab, ``mount.s3fmfs``, systemd units, shutdown.
 
 These tests change the machine for real, and undo every change in ``finally``:
-- ``make install`` links ``/usr/local/bin/s3fmfs`` and ``/sbin/mount.s3fmfs`` (where mount(8)
-  finds them) for the module, run twice (it must be idempotent); ``make uninstall`` removes
-  them afterwards and whatever was there before is put back.
+- ``make install`` builds its runtime venv in a temporary ``INSTALL_DIR`` and links
+  ``/usr/local/bin/s3fmfs`` and ``/sbin/mount.s3fmfs`` (where mount(8) finds them) to it, for
+  the module, run twice (it must be idempotent); ``make uninstall`` removes them afterwards and
+  whatever was there before is put back. (tests/test_install.py checks the runtime itself.)
 - Mounts are made with ``mount -t fuse.s3fmfs`` (``/sbin/mount.fuse3`` runs ``s3fmfs``),
   ``mount -t s3fmfs`` (``/sbin/mount.s3fmfs``) and ``mount -T FSTAB DIR`` (a private fstab:
   ``/etc/fstab`` is never touched). Each is unmounted, and the s3fmfs process serving it
@@ -50,21 +51,18 @@ from tests.support.servers import S3Server, free_port, s3_client, unique_bucket
 pytestmark = [pytest.mark.system, pytest.mark.mounted]
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
 SYSTEMD_DIR = ROOT / "systemd"
 BINDIR = Path("/usr/local/bin")
 SBINDIR = Path("/sbin")
-#: What ``make install`` links, and to what.
-LINKS = {
-    BINDIR / "s3fmfs": VENV_BIN / "s3fmfs",
-    SBINDIR / "mount.s3fmfs": VENV_BIN / "mount.s3fmfs",
-}
+#: What ``make install`` links (into its runtime's bin).
+LINKS = [BINDIR / "s3fmfs", SBINDIR / "mount.s3fmfs"]
 
 MiB = 1 << 20
 MOUNT_TIMEOUT = 30.0  # until the mount shows in mountinfo
 RETURN_TIMEOUT = 15.0  # until mount(8) returns once the mount is live (daemon mode)
 EXIT_TIMEOUT = 60.0  # until the s3fmfs process exits after an unmount (uploads included)
 COMMAND_TIMEOUT = 60.0
+INSTALL_TIMEOUT = 600.0  # make install: a venv, pyfuse3 built from source unless pip cached it
 
 NO_DAEMON_MODE = "daemon mode missing: mount(8) did not return once the mount was live"
 
@@ -119,30 +117,33 @@ def _restore(path: Path, saved: tuple[str, str] | None) -> None:
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
-    """``make -C ROOT ARGS``, never rebuilding the venv the tests run in (``-o venv``)."""
+    """``make -C ROOT ARGS`` (install builds its own runtime: never the dev venv)."""
     return subprocess.run(
-        ["make", "-C", str(ROOT), "--no-print-directory", "-o", "venv", *args],
+        ["make", "-C", str(ROOT), "--no-print-directory", *args],
         capture_output=True,
         text=True,
-        timeout=COMMAND_TIMEOUT,
+        timeout=INSTALL_TIMEOUT,
         check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def installed() -> Iterator[None]:
-    """``make install`` (twice: idempotent) for the module; uninstalled and restored after."""
-    if not all(target.exists() for target in LINKS.values()):
-        pytest.skip(f"{VENV_BIN} lacks the console scripts: run make venv")
+def installed() -> Iterator[Path]:
+    """``make install`` (twice: idempotent) with its runtime in a temporary ``INSTALL_DIR``, the
+    links where mount(8) finds them, for the module; uninstalled and restored after. The
+    runtime's ``bin``."""
     backup_dir = Path(tempfile.mkdtemp(prefix="s3fmfs-install-backup-"))
+    runtime = backup_dir / "runtime"
     saved = {path: _save(path, backup_dir) for path in LINKS}
     try:
         for attempt in (1, 2):
-            done = make("install")
+            done = make("install", f"INSTALL_DIR={runtime}")
             assert done.returncode == 0, f"make install #{attempt}:\n{done.stdout}{done.stderr}"
-        yield
+        for link in LINKS:
+            assert os.readlink(link) == str(runtime / "bin" / link.name), link
+        yield runtime / "bin"
     finally:
-        make("uninstall")
+        make("uninstall", f"INSTALL_DIR={runtime}")
         for path, state in saved.items():
             _restore(path, state)
         shutil.rmtree(backup_dir, ignore_errors=True)
@@ -509,9 +510,9 @@ def test_helper_fake_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @system
-def test_make_install_links_where_mount_finds_them(installed: None, tmp_path: Path) -> None:
-    for link, target in LINKS.items():
-        assert link.is_symlink() and Path(os.readlink(link)) == target, link
+def test_make_install_links_where_mount_finds_them(installed: Path, tmp_path: Path) -> None:
+    for link in LINKS:
+        assert link.is_symlink() and Path(os.readlink(link)) == installed / link.name, link
     # mount(8) finds /sbin/mount.s3fmfs; its -f (fake) reaches the helper, which mounts nothing.
     mnt = mountpoint(tmp_path)
     done = run(
@@ -524,37 +525,11 @@ def test_make_install_links_where_mount_finds_them(installed: None, tmp_path: Pa
     assert not is_mounted(mnt)
 
 
-@system
-def test_make_install_is_idempotent_and_uninstall_removes_only_its_links(
-    tmp_path: Path,
-) -> None:
-    if not all(target.exists() for target in LINKS.values()):
-        pytest.skip(f"{VENV_BIN} lacks the console scripts: run make venv")
-    bindir, sbindir = tmp_path / "bin", tmp_path / "sbin"
-    dirs = [f"BINDIR={bindir}", f"SBINDIR={sbindir}"]
-    for _ in range(2):
-        done = make("install", *dirs)
-        assert done.returncode == 0, done.stdout + done.stderr
-    assert os.readlink(bindir / "s3fmfs") == str(VENV_BIN / "s3fmfs")
-    assert os.readlink(sbindir / "mount.s3fmfs") == str(VENV_BIN / "mount.s3fmfs")
-    assert sorted(p.name for p in [*bindir.iterdir(), *sbindir.iterdir()]) == [
-        "mount.s3fmfs",
-        "s3fmfs",
-    ]
-    done = make("uninstall", *dirs)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert not list(bindir.iterdir()) and not list(sbindir.iterdir())
-    (bindir / "s3fmfs").write_text("#!/bin/sh\n")  # not ours: kept
-    (sbindir / "mount.s3fmfs").symlink_to("/elsewhere/mount.s3fmfs")
-    assert make("uninstall", *dirs).returncode == 0
-    assert (bindir / "s3fmfs").exists() and (sbindir / "mount.s3fmfs").is_symlink()
-
-
 # --------------------------------------------------------------------------- mount(8)
 
 
 @system
-def test_mount_type_fuse_s3fmfs(moto: S3Server, s3: Any, installed: None, tmp_path: Path) -> None:
+def test_mount_type_fuse_s3fmfs(moto: S3Server, s3: Any, installed: Path, tmp_path: Path) -> None:
     """``mount -t fuse.s3fmfs``: mount.fuse3 runs /usr/local/bin/s3fmfs; ``umount`` ends it."""
     bucket = new_bucket(s3)
     s3.put_object(Bucket=bucket, Key="old/hello.txt", Body=b"hello from boto3\n")
@@ -577,10 +552,12 @@ def test_mount_type_fuse_s3fmfs(moto: S3Server, s3: Any, installed: None, tmp_pa
 
 
 @system
+@pytest.mark.parametrize("form", ["colon", "s3url"])
 def test_mount_type_s3fmfs_through_helper(
-    moto: S3Server, s3: Any, installed: None, tmp_path: Path
+    moto: S3Server, s3: Any, installed: Path, tmp_path: Path, form: str
 ) -> None:
-    """``mount -t s3fmfs BUCKET:/PREFIX``: /sbin/mount.s3fmfs, fstab-only options dropped."""
+    """``mount -t s3fmfs BUCKET:/PREFIX`` (or ``s3://BUCKET/PREFIX``): /sbin/mount.s3fmfs,
+    fstab-only options dropped."""
     bucket = new_bucket(s3)
     s3.put_object(Bucket=bucket, Key="pre/in.txt", Body=b"inside\n")
     s3.put_object(Bucket=bucket, Key="out.txt", Body=b"outside\n")
@@ -589,7 +566,8 @@ def test_mount_type_s3fmfs_through_helper(
     opts = ",".join(
         [*base_options(moto, creds, tmp_path), "_netdev", "nofail", "x-systemd.mount-timeout=30"]
     )
-    argv = ["mount", "-t", "s3fmfs", f"{bucket}:/pre", str(mnt), "-o", opts]
+    source = f"{bucket}:/pre" if form == "colon" else f"s3://{bucket}/pre"
+    argv = ["mount", "-t", "s3fmfs", source, str(mnt), "-o", opts]
     data = payload(2, 100_000)
     with system_mounted(argv, mnt, mount_env(creds, tmp_path), tmp_path) as m:
         assert mount_entry(mnt)[0] == "fuse.s3fmfs"
@@ -604,7 +582,7 @@ def test_mount_type_s3fmfs_through_helper(
 
 @system
 @pytest.mark.parametrize("fstype", ["fuse.s3fmfs", "s3fmfs"])
-def test_fstab_line(moto_auth: S3Server, installed: None, tmp_path: Path, fstype: str) -> None:
+def test_fstab_line(moto_auth: S3Server, installed: Path, tmp_path: Path, fstype: str) -> None:
     """A private fstab (``mount -T``): ``mount DIR`` / ``umount DIR``; the key from the file.
 
     moto checks signatures here: the mount works only if s3fmfs read the right key pair.
@@ -641,7 +619,7 @@ def test_fstab_line(moto_auth: S3Server, installed: None, tmp_path: Path, fstype
 @system
 @pytest.mark.parametrize("fstype", ["fuse.s3fmfs", "s3fmfs"])
 def test_mount_failure_is_reported_by_mount(
-    moto: S3Server, installed: None, tmp_path: Path, fstype: str
+    moto: S3Server, installed: Path, tmp_path: Path, fstype: str
 ) -> None:
     """A bucket that cannot be reached: mount(8) fails with s3fmfs's line, nothing is left."""
     mnt = mountpoint(tmp_path)
@@ -653,9 +631,11 @@ def test_mount_failure_is_reported_by_mount(
     try:
         assert done.returncode != 0
         assert endpoint in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert f"s3fmfs: {mnt}: " in done.stderr, done.stderr  # mount -a: which line failed
         assert not is_mounted(mnt) and not serving(mnt)
         bad = run(["mount", "-t", fstype, "nobucket", str(mnt), "-o", "no_such_option"], env=env)
         assert bad.returncode != 0 and "no_such_option" in bad.stderr, bad.stderr
+        assert f"s3fmfs: {mnt}: unknown option 'no_such_option'" in bad.stderr, bad.stderr
     finally:
         if is_mounted(mnt):
             run(["umount", "-l", str(mnt)])
@@ -673,7 +653,7 @@ SHUTDOWN_FILES = {f"d/f{i}": size for i, size in enumerate([0, 1, 4096, MiB + 7,
     "how", ["umount", "fusermount3", "umount-lazy", "fusermount3-lazy", "sigterm"]
 )
 def test_clean_shutdown_uploads_every_byte(
-    moto: S3Server, s3: Any, installed: None, tmp_path: Path, how: str
+    moto: S3Server, s3: Any, installed: Path, tmp_path: Path, how: str
 ) -> None:
     """Write, stop at once, wait for s3fmfs to exit: every byte is in the bucket.
 
@@ -816,7 +796,7 @@ UNITS = ["mnt-s3fmfs.mount", "mnt-s3fmfs.automount", "s3fmfs@.service"]
 
 @system
 @pytest.mark.parametrize("name", UNITS)
-def test_units_pass_systemd_analyze_verify(installed: None, name: str, tmp_path: Path) -> None:
+def test_units_pass_systemd_analyze_verify(installed: Path, name: str, tmp_path: Path) -> None:
     analyze = systemd_analyze()
     paths = [SYSTEMD_DIR / name]
     if name == "s3fmfs@.service":  # an instance too, as `systemctl enable` would make it
@@ -843,14 +823,21 @@ def test_mount_units_agree_with_their_names_and_fstab() -> None:
     fs_options.parse_options(
         [mount_helper.filesystem_options(mount["Mount"]["Options"]), "dev,suid"]
     )
-    service = read_unit(SYSTEMD_DIR / "s3fmfs@.service")["Service"]
+    template = read_unit(SYSTEMD_DIR / "s3fmfs@.service")
+    service = template["Service"]
     assert service["Type"] == ["notify"]
     assert service["EnvironmentFile"] == ["/etc/s3fmfs/%i.conf"]
     assert " -f " in service["ExecStart"][0]
+    # a usage/configuration error (exit status 2) is not restarted every RestartSec forever
+    assert service["Restart"] == ["on-failure"]
+    assert "2" in " ".join(service["RestartPreventExitStatus"]).split()
+    # a missing mount point fails the unit (an Assert), it does not skip it (a Condition)
+    assert template["Unit"]["AssertPathIsDirectory"] == ["%f"]
+    assert not any(key.startswith("Condition") for key in template["Unit"])
 
 
 @system
-def test_mount_unit_command(moto: S3Server, s3: Any, installed: None, tmp_path: Path) -> None:
+def test_mount_unit_command(moto: S3Server, s3: Any, installed: Path, tmp_path: Path) -> None:
     """What systemd runs for mnt-s3fmfs.mount (``mount WHAT WHERE -t TYPE -o OPTIONS``)."""
     unit = read_unit(SYSTEMD_DIR / "mnt-s3fmfs.mount")["Mount"]
     bucket = new_bucket(s3)
@@ -983,7 +970,7 @@ def test_ready_only_once_mounted(moto: S3Server, s3: Any, tmp_path: Path, notify
 @system
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "file-open"])
 def test_template_service_start_ready_stop(
-    moto: S3Server, s3: Any, installed: None, tmp_path: Path, notify_dir: Path, busy: bool
+    moto: S3Server, s3: Any, installed: Path, tmp_path: Path, notify_dir: Path, busy: bool
 ) -> None:
     """s3fmfs@.service's own ExecStart/ExecStop lines, run as systemd runs them.
 

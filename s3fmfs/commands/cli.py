@@ -3,6 +3,7 @@
 Forms::
 
     s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--log-level LEVEL]
+    s3fmfs s3://BUCKET[/PREFIX] MOUNTPOINT ...   (the same mount)
     s3fmfs ls [BUCKET[/PREFIX]] [-r] [-o opt,...]
     s3fmfs presign BUCKET/KEY [--expires SECONDS] [--method GET|PUT|DELETE|HEAD] [-o opt,...]
     s3fmfs demo [MOUNTPOINT]          (s3fmfs.commands.demo)
@@ -11,6 +12,8 @@ Forms::
 Invariants:
 - A subcommand is recognised only as the very first argument; anything else (``--`` first
   included) is the mount form.
+- Every error of the mount form names the mount point (``s3fmfs: /mnt/b: unknown option 'x'``,
+  :func:`s3fmfs.service.daemon.about`); missing arguments print the usage line first.
 - A usage or configuration error (bad argument, unknown or malformed option, no credentials,
   a mountpoint missing or not empty) is one line on stderr and exit status 2; a failure to
   mount (FUSE unavailable, wrong secret, no such bucket, endpoint unreachable) one line and
@@ -35,7 +38,7 @@ import sys
 
 from .. import __version__
 from ..config import tls
-from ..config.options import MountOptions, OptionError, parse_bucket, parse_options
+from ..config.options import MountOptions, OptionError, parse_bucket
 from ..service import daemon, mount
 from ..service.logs import SYSLOG_SOCKET, fallback_log_file, setup_logging
 from ..service.mount import MountConfig
@@ -50,6 +53,7 @@ from .common import (
     fail,
     log_level,
     options_help,
+    parse_command_options,
 )
 
 SUBCOMMANDS = ("ls", "presign", "demo")
@@ -62,13 +66,17 @@ other commands (same -o options and credentials):
   s3fmfs -- ls MOUNTPOINT              mount a bucket named like a command"""
 
 
+MOUNT_USAGE = "usage: s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]"
+
+
 def mount_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="s3fmfs",
         usage="s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d] "
         "[--log-level LEVEL]\n       s3fmfs {ls,presign,demo} ...",
         description="Mount an S3 bucket (or a prefix of it) as a directory. By default the "
-        "command returns once the mount is live and keeps serving in the background.",
+        "command returns once the mount is live and keeps serving in the background.\n"
+        "s3://BUCKET/PREFIX is the same as BUCKET:/PREFIX.",
         epilog=f"{options_help()}\n\n{CREDENTIALS_HELP}\n\n{SUBCOMMANDS_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -80,19 +88,20 @@ def mount_parser() -> argparse.ArgumentParser:
         "-d", dest="debug", action="store_true", help="log every request (like -o debug)"
     )
     parser.add_argument("--version", action="version", version=f"s3fmfs {__version__}")
+    parser.usage_line = MOUNT_USAGE
     return parser
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
     """The mount configuration from the command line and environment (exit 2 if unusable)."""
     args = mount_parser().parse_args(argv)
+    mountpoint = os.path.abspath(args.mountpoint)
     try:
         base = MountOptions(default_uid=os.getuid(), default_gid=os.getgid())
-        options = parse_options(args.options, base)
+        options = parse_command_options(args.options, base)
         bucket, prefix = parse_bucket(args.bucket)
         if args.debug:
             options.debug = True
-        mountpoint = os.path.abspath(args.mountpoint)
         check_mountpoint(mountpoint, options.nonempty)
         if options.cache_dir:
             options.cache_dir = os.path.abspath(options.cache_dir)
@@ -109,7 +118,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MountConfig]:
                 raise UsageError(problem)
         creds = credentials_for(bucket, options)
     except (OptionError, UsageError) as exc:
-        fail(str(exc), 2)
+        fail(daemon.about(mountpoint, str(exc)), 2)
     config = MountConfig(
         bucket=bucket,
         prefix=prefix,
@@ -128,7 +137,7 @@ def mount_main(argv: list[str]) -> int:
     args, config = parse_args(argv)
     problem = check_fuse()
     if problem:
-        fail(problem, 1)
+        fail(daemon.about(config.mountpoint, problem), 1)
     level = log_level(args, config.options)
     if args.foreground:
         setup_logging(level)
@@ -147,7 +156,13 @@ def mount_main(argv: list[str]) -> int:
         try:
             os.makedirs(os.path.dirname(output), mode=0o700, exist_ok=True)
         except OSError as exc:
-            fail(f"cannot create the log directory of {output}: {exc.strerror}", 2)
+            fail(
+                daemon.about(
+                    config.mountpoint,
+                    f"cannot create the log directory of {output}: {exc.strerror}",
+                ),
+                2,
+            )
 
     def child(reporter: daemon.PipeReporter) -> int:
         where = setup_logging(level, daemon=True, log_file=opts.log_file, cache_dir=opts.cache_dir)

@@ -20,8 +20,11 @@ Invariants:
   s3fmfs sees them; all others are passed on unchanged and in order (s3fmfs validates them).
 - s3fmfs is the console script next to this helper's interpreter (the same installation), else
   ``python -m s3fmfs.commands.cli`` with the same interpreter: never whatever ``s3fmfs`` is on PATH.
-- A malformed command line is one line on stderr and exit status 1 (mount(8)'s "incorrect
-  invocation"), never a traceback.
+- A malformed command line is one line on stderr (naming the mount point when the command line
+  has one, so ``mount -a`` shows which fstab line failed) and exit status 1 (mount(8)'s
+  "incorrect invocation"), never a traceback.
+- ``-h``/``--help`` prints the usage and s3fmfs's options; ``-V``/``--version`` the version;
+  both exit 0 (only as the first argument: mount(8) never passes them).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..config.options import OPTIONS
 from ..config.s3fs_compat import S3FS_ONLY
 from ..config.table import is_fstab_only
@@ -149,12 +153,53 @@ def build_command(args: HelperArgs) -> list[str]:
     return command
 
 
+HELP = f"""\
+{USAGE}
+
+Run by mount(8) for `mount -t s3fmfs` and fstab lines of type s3fmfs (or fuse.s3fmfs, through
+mount.fuse3), e.g. in /etc/fstab:
+  my-bucket  /mnt/b  s3fmfs  _netdev,nofail,passwd_file=/etc/passwd-s3fmfs,allow_other  0 0
+It runs `s3fmfs BUCKET[:/PREFIX] DIR -o OPTIONS` (s3://BUCKET/PREFIX works too), which returns
+once the mount is live. Flags are mount(8)'s: -f fake (mount nothing), -v verbose (print the
+command), -s sloppy (drop options s3fmfs does not know), -n ignored, -t TYPE checked.
+Options only fstab, mount(8) or systemd use (_netdev, nofail, noauto, x-*, ...) are dropped.
+"""
+
+
+def _mountpoint_in(argv: list[str]) -> str | None:
+    """The second positional argument of a command line that could not be parsed, if any."""
+    positional = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-o", "-t"):
+            skip = True
+        elif not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+    return positional[1] if len(positional) > 1 else None
+
+
+def _print_help() -> None:
+    from .common import CREDENTIALS_HELP, options_help  # only for --help: a lighter start else
+
+    print(f"{HELP}\n{options_help()}\n\n{CREDENTIALS_HELP}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mount.s3fmfs`` console script; execs s3fmfs unless faking."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] in (["-h"], ["--help"]):
+        _print_help()
+        return 0
+    if arguments[:1] in (["-V"], ["--version"]):
+        print(f"{PROG} (s3fmfs {__version__})")
+        return 0
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(arguments)
     except UsageError as exc:
-        print(f"{PROG}: {exc}\n{USAGE}", file=sys.stderr)
+        where = _mountpoint_in(arguments)
+        print(f"{PROG}: {f'{where}: ' if where else ''}{exc}\n{USAGE}", file=sys.stderr)
         return 1
     command = build_command(args)
     if args.verbose:

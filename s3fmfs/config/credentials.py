@@ -21,6 +21,13 @@ Invariants:
   profile, the two default passwd files) are skipped when absent.
 - ``Credentials`` never shows the secret or the token: its ``repr`` hides them and ``source``
   says where they came from (what gets logged).
+
+The endpoint and region (not secrets) come from the AWS CLI's places too, when no ``-o`` option
+gives them (:func:`find_service_settings`): ``$AWS_ENDPOINT_URL_S3``, then ``$AWS_ENDPOINT_URL``,
+then ``~/.aws/config`` (``$AWS_CONFIG_FILE``): the profile's ``[services NAME]`` section's
+``s3 = endpoint_url = ...``, its own ``s3 = endpoint_url = ...``, then its ``endpoint_url``;
+``region`` from the profile. The profile is the same one as for the key pair (``[default]``, or
+``[profile NAME]``). A file that cannot be parsed is an error only when a profile was named.
 """
 
 from __future__ import annotations
@@ -185,3 +192,69 @@ def find_credentials(
         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use -o passwd_file=, -o profile=, "
         f"~/.aws/credentials, ~/{USER_PASSWD_FILE} or {system_passwd_file}"
     )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The endpoint and region found in the environment or ``~/.aws/config`` (None: not set)."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    source: str = ""
+
+
+def _nested(value: str) -> dict[str, str]:
+    """``s3 =`` followed by indented ``key = value`` lines (a value of several lines)."""
+    found = {}
+    for line in value.splitlines():
+        key, sep, item = line.partition("=")
+        if sep and key.strip():
+            found[key.strip().lower()] = item.strip()
+    return found
+
+
+def find_service_settings(
+    *, profile: str | None = None, environ: Mapping[str, str] | None = None
+) -> ServiceSettings:
+    """The endpoint and region of the AWS CLI's configuration (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    name = profile or env.get("AWS_PROFILE") or "default"
+    path = Path(env.get("AWS_CONFIG_FILE") or str(_home(env) / ".aws" / "config"))
+    endpoint = region = None
+    sources = []
+    section: Mapping[str, str] = {}
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    try:
+        if path.exists():
+            parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+        if profile is not None:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CredentialsError(f"cannot parse {path}: {message}") from None
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    title = "default" if name == "default" else f"profile {name}"
+    for candidate in (title, name):  # [default] may be written [profile default]
+        if parser.has_section(candidate):
+            section = parser[candidate]
+            break
+    if section:
+        services = section.get("services", "").strip()
+        candidates = []
+        if services and parser.has_section(f"services {services}"):
+            candidates.append(_nested(parser[f"services {services}"].get("s3", "")))
+        candidates.append(_nested(section.get("s3", "")))
+        candidates.append({"endpoint_url": section.get("endpoint_url", "")})
+        for values in candidates:
+            if values.get("endpoint_url", "").strip():
+                endpoint = values["endpoint_url"].strip()
+                break
+        region = section.get("region", "").strip() or None
+    if endpoint or region:
+        sources.append(f"{path} profile {name!r}")
+    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):  # the latter wins
+        if env.get(variable, "").strip():
+            endpoint = env[variable].strip()
+            sources.append(f"${variable}")
+    if endpoint:
+        endpoint = endpoint.rstrip("/")
+    return ServiceSettings(endpoint, region, ", ".join(sources))

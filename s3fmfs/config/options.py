@@ -834,7 +834,16 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
 
 
 def parse_bucket(spec: str) -> tuple[str, str]:
-    """``BUCKET[:/PREFIX]`` → (bucket, normalized prefix); OptionError if malformed."""
+    """``BUCKET[:/PREFIX]`` or ``s3://BUCKET[/PREFIX]`` (the form of the aws CLI) → (bucket,
+    normalized prefix); OptionError if malformed."""
+    if spec.startswith("s3://"):
+        bucket, _, prefix = spec.removeprefix("s3://").partition("/")
+        if not bucket or ":" in bucket:
+            raise OptionError(f"bad bucket {spec!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+        try:
+            return bucket, normalize_prefix(prefix)
+        except ValueError as exc:
+            raise OptionError(f"bad prefix in {spec!r}: {exc}") from None
     bucket, _, prefix = spec.partition(":")
     if not bucket or "/" in bucket:
         raise OptionError(f"bad bucket {spec!r}: expected BUCKET or BUCKET:/PREFIX")

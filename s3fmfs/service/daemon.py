@@ -10,6 +10,8 @@ Invariants:
   on ``ready``, checks ``os.path.ismount`` and exits 0. A child that dies without a word is
   reported as one line too (its exit status, and where its log is).
 - The child's exit status is its mount's: 0 after a clean stop.
+- Every line printed names the mount point (:func:`about`): ``mount -a`` shows which fstab
+  line failed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import sys
 from collections.abc import Callable
 
 log = logging.getLogger("s3fmfs")
+
+
+def about(mountpoint: str, message: str) -> str:
+    """``message``, prefixed with ``mountpoint: `` unless it names the mount point already."""
+    return message if mountpoint and mountpoint in message else f"{mountpoint}: {message}"
 
 
 class PipeReporter:
@@ -122,12 +129,12 @@ def spawn(
         _, status_text, message = [*line.split(" ", 2), ""][:3]
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        print(f"s3fmfs: {message}", file=sys.stderr)
+        print(f"s3fmfs: {about(mountpoint, message)}", file=sys.stderr)
         return int(status_text) if status_text.isdigit() and int(status_text) else 1
     _, wait_status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wait_status)
     print(
-        f"s3fmfs: the daemon exited (status {code}) before mounting; see {log_hint}",
+        f"s3fmfs: {mountpoint}: the daemon exited (status {code}) before mounting; see {log_hint}",
         file=sys.stderr,
     )
     return 1

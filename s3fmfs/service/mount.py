@@ -14,6 +14,10 @@ Invariants:
   dirty file is uploaded (or copied) before ``pyfuse3.close(unmount=True)`` (called once),
   shielded from cancellation.
   Signals stay caught until then: a later SIGTERM is logged and ignored, never fatal.
+- What libfuse and ``fusermount3`` (which libfuse runs to mount as a user) write on stderr
+  during ``pyfuse3.init`` is captured (fd 2 into a temporary file for the call, then written
+  on to the real stderr): a failure's line ends with it, e.g. fusermount3's reason for
+  refusing ``allow_other``, instead of only ``fuse_session_mount failed``.
 - Errors before mounting are one line through ``Reporter.failed`` and exit status 1; a clean
   stop is 0, and 1 when some file could not be uploaded at the end (each logged with its path,
   its data kept in a recovery copy: ``fs/recovery.py``, opened by ``service/keep.py``).
@@ -33,7 +37,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +55,7 @@ from ..fs.inodes import Node
 from ..fs.s3store import S3Store
 from . import sdnotify
 from .connection import connection_for, describe_failure, mount_retry
+from .daemon import about
 from .keep import metacache_for_mount, recovery_for_mount
 
 log = logging.getLogger("s3fmfs")
@@ -97,13 +103,18 @@ class Reporter(Protocol):
 
 
 class StderrReporter:
-    """Foreground: failures are one line on stderr (not logged as well: that is stderr too)."""
+    """Foreground: failures are one line on stderr (not logged as well: that is stderr too),
+    naming the mount point."""
+
+    def __init__(self, mountpoint: str = "") -> None:
+        self.mountpoint = mountpoint
 
     def ready(self) -> None:
         pass
 
     def failed(self, status: int, message: str) -> None:
-        print(f"s3fmfs: {message}", file=sys.stderr, flush=True)
+        text = about(self.mountpoint, message) if self.mountpoint else message
+        print(f"s3fmfs: {text}", file=sys.stderr, flush=True)
 
 
 class MountFailure(Exception):
@@ -212,9 +223,46 @@ def raise_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> None:
         log.debug("read_ahead_kb of %s left as it was: %s", mountpoint, exc)
 
 
+#: The most of libfuse's and fusermount3's stderr output kept for the failure line.
+CAPTURE_LIMIT = 2000
+
+
+@contextlib.contextmanager
+def stderr_captured() -> Iterator[list[str]]:
+    """Point fd 2 at a temporary file for the block; the text written there is appended to the
+    yielded list on the way out (and copied on to the real stderr, which is the log in daemon
+    mode). libfuse runs fusermount3 with our fd 2: its reason for a refused mount lands here."""
+    found: list[str] = []
+    sys.stderr.flush()
+    try:
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
+    except OSError:  # no capture: the block runs as it would have
+        yield found
+        return
+    with tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield found
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            data = tmp.read()
+            if data:
+                with contextlib.suppress(OSError):
+                    os.write(2, data)
+            found.append(data.decode("utf-8", "replace")[:CAPTURE_LIMIT])
+
+
+def captured_reason(text: str) -> str:
+    """The captured stderr as one line (``; `` between its lines), or ''."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     """Mount and serve until unmounted or signalled; the exit status."""
-    reporter = reporter or StderrReporter()
+    reporter = reporter or StderrReporter(config.mountpoint)
     if config.credentials_source:
         log.info("credentials: %s", config.credentials_source)
     for note in config.options.s3fs_notes:  # once each: what s3fs options do here
@@ -251,11 +299,15 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
             recovery=kept.folder,
         )
         ops = S3fmOperations(core)
+        captured: list[str] = []
         try:
             source = config.bucket + (f":/{config.prefix}" if config.prefix else "")
-            pyfuse3.init(ops, config.mountpoint, fuse_options(config.options, source))
+            with stderr_captured() as captured:
+                pyfuse3.init(ops, config.mountpoint, fuse_options(config.options, source))
         except Exception as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if reason := captured_reason("".join(captured)):
+                detail = f"{detail} ({reason})"
             message = f"cannot mount on {config.mountpoint}: {detail}"
             reporter.failed(1, message)
             return 1
