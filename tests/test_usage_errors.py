@@ -167,6 +167,18 @@ def test_option_beats_environment_beats_file_beats_default(
     assert parse_command_options(["endpoint=http://ok.example"]).endpoint == "http://ok.example"
 
 
+def test_s3fs_names_of_endpoint_and_region_count_as_given(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``url=`` (s3fs's name of the endpoint) beats the environment; s3fs's
+    ``endpoint=REGION`` gives the region only, so the endpoint still comes from it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env.example:2")
+    write_config(home, "[default]\nregion = r-file\n")
+    assert parse_command_options(["url=http://s3fs.example:7"]).endpoint == "http://s3fs.example:7"
+    regional = parse_command_options(["endpoint=eu-west-1"])
+    assert (regional.endpoint, regional.region) == ("http://env.example:2", "eu-west-1")
+
+
 def test_stderr_captured_collects_what_children_write(capfd: pytest.CaptureFixture[str]) -> None:
     with stderr_captured() as found:
         subprocess.run(
