@@ -524,7 +524,9 @@ REQUEST = httpx.Request("GET", "http://s3.test:9000/b/k")
         (httpx.CloseError, S3ProtocolError),
     ],
 )
-def test_wrap_transport_error(exc_type: type[httpx.TransportError], cls: type[S3fmError]) -> None:
+def test_wrap_transport_error(
+    exc_type: type[httpx.TransportError], cls: type[S3TransportError]
+) -> None:
     exc = exc_type("[Errno 111] Connection refused", request=REQUEST)
     err = wrap_transport_error(exc, method="GET", url="/b/k")
     assert type(err) is cls
