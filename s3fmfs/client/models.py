@@ -23,6 +23,8 @@ from typing import IO, Any
 
 import httpx
 
+from .errors import S3ResponseError
+
 METADATA_PREFIX = "x-amz-meta-"
 
 #: Anything ``put`` accepts as a body: bytes, a binary file, or an async iterator of bytes
@@ -188,6 +190,10 @@ class DeleteError:
 
 class Response:
     """A successful answer: status, reason and every header."""
+
+    #: The error answer this stands for, when the blocking client returns one (python-s3's
+    #: way) instead of raising it; None for a success.
+    error: S3ResponseError | None = None
 
     def __init__(self, http: httpx.Response) -> None:
         self.status: int = http.status_code
