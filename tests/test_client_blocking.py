@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -362,3 +364,40 @@ def test_default_calling_format() -> None:
     assert default_calling_format("::1") == S3.CallingFormat.PATH
     assert default_calling_format("localhost") == S3.CallingFormat.PATH
     assert default_calling_format("rest.s3for.me") == S3.CallingFormat.SUBDOMAIN
+
+
+def readme_client_examples() -> list[str]:
+    """The Python blocks of README's "The signed client in Python"."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The signed client in Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_examples_run_with_only_keys_and_endpoint_filled_in(
+    moto_auth: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's client examples, with the key pair and ENDPOINT replaced and nothing else,
+    against moto checking V4 signatures: blocking first (it creates the bucket), then async."""
+    blocking_example, async_example = readme_client_examples()
+    filled = re.sub(
+        r"^ACCESS_KEY, SECRET = .*$",
+        f"ACCESS_KEY, SECRET = {moto_auth.access_key_id!r}, {moto_auth.secret_access_key!r}",
+        blocking_example,
+        count=1,
+        flags=re.M,
+    )
+    filled = re.sub(r"^ENDPOINT = .*$", f"ENDPOINT = {moto_auth.endpoint!r}", filled, flags=re.M)
+    assert filled.count(moto_auth.endpoint) == 1 and moto_auth.secret_access_key in filled
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(filled, "README.md", "exec"), namespace)
+    exec(compile(async_example, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["200 OK", "200 OK"]  # created, put
+    assert out[2] == out[-1] == "b'hello' {'title': 'greeting'}"  # blocking get, async get
+    assert out[3].startswith("notes/a.txt 5 20")  # key, size, a datetime's str
+    bucket = str(namespace["bucket"])
+    with S3.S3fmAuthConnection(
+        moto_auth.access_key_id, moto_auth.secret_access_key, endpoint_url=moto_auth.endpoint
+    ) as conn:
+        assert conn.delete(bucket, "notes/a.txt").status == 204
+        assert conn.delete_bucket(bucket).status == 204
