@@ -281,9 +281,11 @@ def test_endpoint_url_and_generator(s3rver_server: S3Server) -> None:
         url = generator.get(bucket_name, "k")
         assert url.startswith(f"{server.endpoint}/{bucket_name}/k?")
         assert curl(url) == (200, b"data")
+        copied = conn.copy(bucket_name, "k", bucket_name, "k2")
+        assert isinstance(copied.last_modified, datetime.datetime) and copied.etag
         pages = list(conn.list_pages(bucket_name))
-        assert [e.key for page in pages for e in page.entries] == ["k"]
-        conn.delete_objects(bucket_name, ["k"])
+        assert [e.key for page in pages for e in page.entries] == ["k", "k2"]
+        conn.delete_objects(bucket_name, ["k", "k2"])
         assert conn.delete_bucket(bucket_name).status == 204
 
 
@@ -401,3 +403,17 @@ def test_readme_examples_run_with_only_keys_and_endpoint_filled_in(
     ) as conn:
         assert conn.delete(bucket, "notes/a.txt").status == 204
         assert conn.delete_bucket(bucket).status == 204
+
+
+def test_calling_format_can_be_changed_after_connecting() -> None:
+    """python-s3's tests set ``conn.calling_format`` after connecting: requests follow it."""
+    conn = S3.S3fmAuthConnection("key", "secret", server="s3.example.com")
+    try:
+        assert conn.calling_format == S3.CallingFormat.SUBDOMAIN
+        assert conn.aio._engine.route("b").endpoint.host_for("b") == "b.s3.example.com"
+        conn.calling_format = S3.CallingFormat.PATH
+        assert conn.calling_format == S3.CallingFormat.PATH
+        assert conn.aio._engine.route("b").endpoint.path_for("b", "k") == "/b/k"
+        assert conn.aio._engine.route("b").endpoint.host_for("b") == "s3.example.com"
+    finally:
+        conn.close()
