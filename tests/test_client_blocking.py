@@ -307,9 +307,12 @@ def test_from_threads_and_inside_asyncio(s3rver_server: S3Server) -> None:
     the call blocks, but does not deadlock: the connection's loop is its own thread)."""
     server = s3rver_server
     bucket_name = unique_bucket()
+    before = set(threading.enumerate())
     conn = S3.S3fmAuthConnection(
         server.access_key_id, server.secret_access_key, endpoint_url=server.endpoint
     )
+    loop_threads = [t for t in set(threading.enumerate()) - before if t.name == "s3fmfs-client"]
+    assert len(loop_threads) == 1 and loop_threads[0].daemon
     assert conn.create_bucket(bucket_name).status == 200
     failures: list[BaseException] = []
 
@@ -336,6 +339,7 @@ def test_from_threads_and_inside_asyncio(s3rver_server: S3Server) -> None:
     conn.delete_objects(bucket_name, keys)
     assert conn.delete_bucket(bucket_name).status == 204
     conn.close()
+    assert not loop_threads[0].is_alive()  # close() ends the loop's thread
     with pytest.raises(RuntimeError, match="closed"):
         conn.list_all_my_buckets()
 

@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -83,9 +84,13 @@ class _Loop:
     def __init__(self, backend: str) -> None:
         self._context = anyio.from_thread.start_blocking_portal(backend, name="s3fmfs-client")
         self.portal = self._context.__enter__()
+        self._thread_id = self.portal.call(threading.get_ident)
 
     def close(self, conn: _async_connection.S3fmAuthConnection) -> None:
-        """Close the pools on the loop, then stop it and wait for its thread."""
+        """Close the pools on the loop, then stop it and wait for its thread. From that thread
+        itself (a collection that ran there) nothing can wait for it: the daemon thread stays."""
+        if threading.get_ident() == self._thread_id:
+            return
         try:
             self.portal.call(conn.aclose)
         finally:
