@@ -1,4 +1,5 @@
-"""Every client operation against real servers, in every signature and addressing style.
+"""Every client operation against real servers, in every signature and addressing style,
+under trio and asyncio alike (``on_both_loops``).
 
 moto checks V4 header signatures when auth is on (``moto_auth``); s3rver checks V2 header and
 query signatures. Virtual-hosted style uses ``<bucket>.s3.test`` connected to loopback.
@@ -18,6 +19,7 @@ from s3fmfs.client import (
 )
 from tests.support import scenarios
 from tests.support.loopback import LoopbackTransport
+from tests.support.loops import on_both_loops
 from tests.support.servers import S3Server, unique_bucket
 
 S3RVER_CAPS = scenarios.Capabilities(
@@ -65,6 +67,7 @@ MOTO_MATRIX = [(sig, style) for sig in ("v2", "v4") for style in ("path", "vhost
 
 
 @pytest.mark.parametrize(("signature", "style"), MOTO_MATRIX)
+@on_both_loops
 async def test_moto_all_operations(moto: S3Server, loopback, signature: str, style: str) -> None:
     async with connect(moto, signature, style, loopback) as conn:
         await scenarios.python_s3_operations(conn, unique_bucket(), scenarios.Capabilities())
@@ -73,6 +76,7 @@ async def test_moto_all_operations(moto: S3Server, loopback, signature: str, sty
 
 
 @pytest.mark.parametrize("style", ["path", "vhost"])
+@on_both_loops
 async def test_moto_v4_signatures_checked(moto_auth: S3Server, loopback, style: str) -> None:
     """With IAM auth on, moto verifies every V4 signature: all operations pass."""
     async with connect(moto_auth, "v4", style, loopback) as conn:
@@ -82,6 +86,7 @@ async def test_moto_v4_signatures_checked(moto_auth: S3Server, loopback, style: 
 
 
 @pytest.mark.parametrize("style", ["path", "vhost"])
+@on_both_loops
 async def test_moto_v4_wrong_secret(moto_auth: S3Server, loopback, style: str) -> None:
     async with connect(moto_auth, "v4", style, loopback, secret="wrong-secret") as conn:
         with pytest.raises(SignatureDoesNotMatch) as caught:
@@ -91,12 +96,14 @@ async def test_moto_v4_wrong_secret(moto_auth: S3Server, loopback, style: str) -
     assert "wrong-secret" not in text
 
 
+@on_both_loops
 async def test_moto_v4_unknown_key(moto_auth: S3Server, loopback) -> None:
     async with connect(moto_auth, "v4", "path", loopback, access_key="AKIDUNKNOWN") as conn:
         with pytest.raises(InvalidAccessKeyId):
             await conn.list_all_my_buckets()
 
 
+@on_both_loops
 async def test_s3rver_v2_signatures_checked(s3rver_server: S3Server, loopback) -> None:
     """s3rver verifies every V2 header signature: all the operations it has pass."""
     async with connect(s3rver_server, "v2", "path", loopback) as conn:
@@ -105,6 +112,7 @@ async def test_s3rver_v2_signatures_checked(s3rver_server: S3Server, loopback) -
         await scenarios.filesystem_operations(conn, unique_bucket(), S3RVER_CAPS)
 
 
+@on_both_loops
 async def test_s3rver_v2_virtual_host_objects(s3rver_server: S3Server, loopback) -> None:
     """Virtual-hosted V2 object requests verified by s3rver. (Its bucket-root requests are not
     comparable: s3rver signs ``/bucket`` where AWS signs ``/bucket/``; we follow AWS.)"""
@@ -127,6 +135,7 @@ async def test_s3rver_v2_virtual_host_objects(s3rver_server: S3Server, loopback)
 
 
 @pytest.mark.parametrize("style", ["path", "vhost"])
+@on_both_loops
 async def test_s3rver_v2_wrong_secret(s3rver_server: S3Server, loopback, style: str) -> None:
     async with connect(s3rver_server, "v2", style, loopback, secret="wrong-secret") as conn:
         with pytest.raises(SignatureDoesNotMatch) as caught:

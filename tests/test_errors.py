@@ -524,7 +524,9 @@ REQUEST = httpx.Request("GET", "http://s3.test:9000/b/k")
         (httpx.CloseError, S3ProtocolError),
     ],
 )
-def test_wrap_transport_error(exc_type: type[httpx.TransportError], cls: type[S3fmError]) -> None:
+def test_wrap_transport_error(
+    exc_type: type[httpx.TransportError], cls: type[S3TransportError]
+) -> None:
     exc = exc_type("[Errno 111] Connection refused", request=REQUEST)
     err = wrap_transport_error(exc, method="GET", url="/b/k")
     assert type(err) is cls
@@ -532,7 +534,8 @@ def test_wrap_transport_error(exc_type: type[httpx.TransportError], cls: type[S3
     assert isinstance(err, S3fmError)
     assert err.method == "GET"
     assert err.url == "/b/k"
-    assert str(err) == "GET /b/k: [Errno 111] Connection refused"
+    assert err.host == "s3.test:9000"  # from the exception's request
+    assert str(err) == f"GET /b/k: {cls.failed_to} s3.test:9000: [Errno 111] Connection refused"
 
 
 def _all_subclasses(cls: type[httpx.TransportError]) -> list[type[httpx.TransportError]]:
@@ -568,6 +571,24 @@ def test_transport_error_str_is_one_line() -> None:
     assert isinstance(err, S3ProtocolError)
     assert_one_line(str(err))
     assert str(err) == "GET /b/k: peer closed connection without sending complete message"
+
+
+def test_transport_errors_name_the_host() -> None:
+    """The host given wins over the request's; the port is always shown."""
+    err = wrap_transport_error(httpx.ConnectError("[Errno -2] Name or service not known"))
+    assert str(err) == "[Errno -2] Name or service not known"  # no request, no host
+    err = wrap_transport_error(
+        httpx.ConnectError("[Errno -2] Name or service not known"),
+        method="GET",
+        url="/",
+        host="rest.s3for.me:443",
+    )
+    assert str(err) == (
+        "GET /: cannot connect to rest.s3for.me:443: [Errno -2] Name or service not known"
+    )
+    req = httpx.Request("GET", "https://[::1]/b")
+    err = wrap_transport_error(httpx.ReadTimeout("", request=req), method="GET", url="/b")
+    assert str(err) == "GET /b: timed out waiting for [::1]:443: ReadTimeout"
 
 
 def test_transport_error_without_text_names_the_type() -> None:
@@ -650,7 +671,7 @@ def test_errors_all_is_complete() -> None:
         and obj.__module__ == errors.__name__
         and not name.startswith("_")
     }
-    assert functions == {"error_class", "error_from_response", "wrap_transport_error"}
+    assert functions == {"error_class", "error_from_response", "host_of", "wrap_transport_error"}
     assert set(errors.__all__) == classes | functions
     assert len(errors.__all__) == len(set(errors.__all__))
 

@@ -6,6 +6,7 @@ parser is also fed the namespace-less form that several S3-compatible services s
 
 from __future__ import annotations
 
+import datetime
 from xml.etree import ElementTree
 
 import pytest
@@ -38,6 +39,11 @@ from s3fmfs.client.models import (
 )
 
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> datetime.datetime:
+    """An aware UTC datetime: what the parsers make of S3's ``LastModified``."""
+    return datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
 
 
 def doc(body: str, root: str, namespace: bool) -> bytes:
@@ -97,7 +103,7 @@ def test_list_v1(namespace: bool) -> None:
     assert page.entries == [
         ListEntry(
             key="photos/2006/b&w.jpg",
-            last_modified="2009-10-12T17:50:30.000Z",
+            last_modified=utc(2009, 10, 12, 17, 50, 30),
             etag='"fba9dede5f27731c9771645a39863328"',
             size=434234,
             storage_class="STANDARD",
@@ -108,7 +114,7 @@ def test_list_v1(namespace: bool) -> None:
         ),
         ListEntry(
             key="photos/caf\u00e9 \u65e5\u672c/ a  b .txt ",  # spaces kept exactly
-            last_modified="2009-10-12T17:50:31.000Z",
+            last_modified=utc(2009, 10, 12, 17, 50, 31),
             etag='"599bab3ed2c697f1d26842727561fd94-3"',
             size=0,
             storage_class="STANDARD_IA",
@@ -396,8 +402,8 @@ def test_list_parts(namespace: bool) -> None:
     assert page.is_truncated is True
     assert page.next_part_number_marker == 3
     assert page.parts == [
-        Part(2, '"7778aef83f66abc1fa1e8477f296d394"', 10485760, "2010-11-10T20:48:34.000Z"),
-        Part(3, '"aaaa18db4cc2f85cedef654fccc4a4x8"', 10485760, "2010-11-10T20:48:33.000Z"),
+        Part(2, '"7778aef83f66abc1fa1e8477f296d394"', 10485760, utc(2010, 11, 10, 20, 48, 34)),
+        Part(3, '"aaaa18db4cc2f85cedef654fccc4a4x8"', 10485760, utc(2010, 11, 10, 20, 48, 33)),
     ]
 
 
@@ -411,7 +417,7 @@ def test_list_parts_last_page() -> None:
     page = parse_list_parts(body)
     assert page.is_truncated is False
     assert page.next_part_number_marker == 0
-    assert page.parts == [Part(1, '"e"', 0, "")]
+    assert page.parts == [Part(1, '"e"', 0, None)]
 
 
 def test_list_parts_bad_part_number() -> None:

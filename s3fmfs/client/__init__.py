@@ -1,5 +1,6 @@
 """The async signed S3 client: python-s3's ``S3fmAuthConnection`` and
-``QueryStringAuthGenerator``, on trio and httpx, with Signature V2 and V4.
+``QueryStringAuthGenerator``, on httpx under trio or asyncio, with Signature V2 and V4;
+``s3fmfs.client.blocking`` has the same classes, synchronous.
 
 Everything public is exported here; modules starting with ``_`` are private.
 """

@@ -9,6 +9,8 @@ Invariants:
 
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from dataclasses import dataclass
 
 from ._encoding import Query, encode_query, quote_key
@@ -23,6 +25,33 @@ def is_s3forme(server: str) -> bool:
     """Hosts of the S3for.me service (they default to Signature V2 and S3fmAccessKeyId)."""
     server = server.lower().rstrip(".")
     return server == "s3for.me" or server.endswith(".s3for.me")
+
+
+def parse_endpoint_url(url: str) -> tuple[bool, str, int]:
+    """``(is_secure, server, port)`` of an ``endpoint_url`` such as ``http://127.0.0.1:9000``
+    (boto3's form); the port defaults to the scheme's. ValueError names what is wrong."""
+    parts = urllib.parse.urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"endpoint_url must look like http(s)://host[:port], not {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"endpoint_url takes no path, query or user: {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"endpoint_url has a bad port: {url!r}") from exc
+    is_secure = scheme == "https"
+    return is_secure, parts.hostname, port or PORTS_BY_SECURITY[is_secure]
+
+
+def default_calling_format(server: str) -> CallingFormat:
+    """Path style for an IP address or a name without a dot (``localhost``), whose
+    ``bucket.`` subdomains cannot resolve; subdomain style (python-s3's default) otherwise."""
+    try:
+        ipaddress.ip_address(server.strip("[]"))
+    except ValueError:
+        return CallingFormat.SUBDOMAIN if "." in server.rstrip(".") else CallingFormat.PATH
+    return CallingFormat.PATH
 
 
 @dataclass(frozen=True)

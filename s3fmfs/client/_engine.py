@@ -40,9 +40,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
-import trio
 
-from . import _signing_v2, _signing_v4
+from . import _aio, _signing_v2, _signing_v4
 from ._encoding import Query, encode_query, lower_headers
 from ._endpoint import Endpoint
 from ._reading import MAX_ERROR_BODY, body_offset, read_all, read_bounded
@@ -55,6 +54,7 @@ from .errors import (
     S3Redirect,
     S3ResponseError,
     error_from_response,
+    host_of,
     wrap_transport_error,
 )
 from .models import CallingFormat
@@ -151,6 +151,12 @@ class Engine:
         for client in self._clients:
             await client.aclose()
 
+    def set_calling_format(self, calling_format: CallingFormat) -> None:
+        """Address buckets another way from now on (redirects learnt are forgotten)."""
+        e = self.endpoint
+        self.endpoint = Endpoint(e.server, e.port, e.is_secure, calling_format)
+        self._routes.clear()
+
     def route(self, bucket: str) -> _Route:
         """The endpoint and region for a bucket (changed by redirects)."""
         return self._routes.get(bucket) or _Route(self.endpoint, self.region)
@@ -207,7 +213,9 @@ class Engine:
             try:
                 result: T | bytes = await consume(resp) if consume else await read_all(resp)
             except httpx.HTTPError as exc:
-                raise wrap_transport_error(exc, method=method, url=f"/{bucket}/{key}") from exc
+                raise wrap_transport_error(
+                    exc, method=method, url=f"/{bucket}/{key}", host=host_of(resp.request.url)
+                ) from exc
             finally:
                 await resp.aclose()
             return resp, result
@@ -291,7 +299,9 @@ class Engine:
                         if left == 0 and oversize:
                             break
             except httpx.HTTPError as exc:
-                raise wrap_transport_error(exc, method="GET", url=f"/{bucket}/{key}") from exc
+                raise wrap_transport_error(
+                    exc, method="GET", url=f"/{bucket}/{key}", host=host_of(resp.request.url)
+                ) from exc
             finally:
                 await resp.aclose()
             return resp
@@ -314,7 +324,7 @@ class Engine:
         Redirects are followed only when the attempt can be repeated (``policy`` allows more
         than one attempt): a streamed body cannot be sent twice.
         """
-        deadline = trio.current_time() + policy.total_timeout
+        deadline = _aio.current_time() + policy.total_timeout
         tries = 0
         redirects = 0
         while True:
@@ -330,7 +340,7 @@ class Engine:
             except S3fmError as exc:
                 if tries >= policy.max_attempts or not policy.is_retryable(exc):
                     raise
-                delay = policy.next_wait(tries, exc, deadline - trio.current_time())
+                delay = policy.next_wait(tries, exc, deadline - _aio.current_time())
                 if delay is None:
                     raise
                 log.info(
@@ -342,7 +352,7 @@ class Engine:
                     tries,
                     exc,
                 )
-                await trio.sleep(delay)
+                await _aio.sleep(delay)
 
     async def _open(
         self,
@@ -367,9 +377,9 @@ class Engine:
             url,
             headers={**self._headers, **signed},
             content=body.content() if body is not None else None,
-            extensions=_extensions(target, _capped(self.timeout, deadline - trio.current_time())),
+            extensions=_extensions(target, _capped(self.timeout, deadline - _aio.current_time())),
         )
-        began = trio.current_time()
+        began = _aio.current_time()
         try:
             busy[pool] += 1
             sent = False
@@ -392,6 +402,7 @@ class Engine:
                     method=method,
                     resource=resource,
                     missing=missing,
+                    host=host_of(request.url),
                 )
                 log.debug(
                     "%s %s -> %s %s (%.3fs)",
@@ -399,7 +410,7 @@ class Engine:
                     resource,
                     err.status,
                     err.code,
-                    trio.current_time() - began,
+                    _aio.current_time() - began,
                 )
                 raise err
         except httpx.HTTPError as exc:
@@ -409,11 +420,13 @@ class Engine:
                 resource,
                 type(exc).__name__,
                 exc,
-                trio.current_time() - began,
+                _aio.current_time() - began,
             )
-            raise wrap_transport_error(exc, method=method, url=resource) from exc
+            raise wrap_transport_error(
+                exc, method=method, url=resource, host=host_of(request.url)
+            ) from exc
         log.debug(
-            "%s %s -> %s (%.3fs)", method, resource, resp.status_code, trio.current_time() - began
+            "%s %s -> %s (%.3fs)", method, resource, resp.status_code, _aio.current_time() - began
         )
         return resp
 

@@ -24,7 +24,7 @@ from ._engine import Engine
 from ._reading import check_range, checked_body, xml_body
 from ._request_body import RequestBody
 from ._xml import build_delete, parse_copy_result, parse_delete_result, parse_list_objects
-from .errors import InvalidResponseError, wrap_transport_error
+from .errors import InvalidResponseError, host_of, wrap_transport_error
 from .models import (
     CopyResponse,
     DeleteError,
@@ -51,7 +51,9 @@ class StreamingGetResponse(Response):
             async for chunk in self._http.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise wrap_transport_error(exc, method="GET", url=self._resource) from exc
+            raise wrap_transport_error(
+                exc, method="GET", url=self._resource, host=host_of(self._http.request.url)
+            ) from exc
 
 
 class ExtendedOperations:

@@ -8,7 +8,7 @@ Invariants:
   ``MAX_ERROR_BODY``.
 - A ranged answer's ``Content-Range`` is a promise: fewer bytes than promised is
   ``InvalidResponseError``, never taken for the end of the object.
-- Spooling to a temporary file runs its file work in a worker thread, never on the trio loop.
+- Spooling to a temporary file runs its file work in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import tempfile
 from typing import IO, Any
 
 import httpx
-import trio
 
+from . import _aio
 from ._xml import embedded_error, parse
 from .errors import InvalidResponseError, error_from_response
 
@@ -72,21 +72,21 @@ async def spool_to_file(resp: httpx.Response, limit: int) -> Any:
             buffer += chunk
             if len(buffer) <= limit:
                 continue
-            spooled = await trio.to_thread.run_sync(tempfile.TemporaryFile)
+            spooled = await _aio.run_sync(tempfile.TemporaryFile)
             data = bytes(buffer)
             buffer.clear()
-            await trio.to_thread.run_sync(spooled.write, data)
+            await _aio.run_sync(spooled.write, data)
         else:
-            await trio.to_thread.run_sync(spooled.write, chunk)
+            await _aio.run_sync(spooled.write, chunk)
     if spooled is None:
         return bytes(buffer)
-    await trio.to_thread.run_sync(spooled.seek, 0)
+    await _aio.run_sync(spooled.seek, 0)
     return spooled
 
 
 async def file_size(spooled: Any) -> int:
     """The size of a spooled body (a temporary file positioned at 0)."""
-    return int(await trio.to_thread.run_sync(lambda: os.fstat(spooled.fileno()).st_size))
+    return int(await _aio.run_sync(lambda: os.fstat(spooled.fileno()).st_size))
 
 
 async def checked_body(resp: httpx.Response) -> bytes:

@@ -6,7 +6,7 @@ Invariants:
   before HTTP announces a wrong length.
 - Only replayable bodies (bytes, seekable files) can be sent again: each attempt re-reads a file
   from the position it had when the body was made.
-- A file body is read, and a large body hashed, in a worker thread, never on the trio loop.
+- A file body is read, and a large body hashed, in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import IO, Any
 
-import trio
-
-from . import _signing_v4
+from . import _aio, _signing_v4
 
 CHUNK = 1 << 20
 HASH_IN_THREAD = 1 << 20
@@ -78,7 +76,7 @@ class RequestBody:
             return _signing_v4.EMPTY_SHA256
         if len(self.data) > HASH_IN_THREAD:
             data = self.data
-            return await trio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+            return await _aio.run_sync(lambda: hashlib.sha256(data).hexdigest())
         return hashlib.sha256(self.data).hexdigest()
 
     def content(self) -> bytes | AsyncIterator[bytes]:
@@ -92,10 +90,10 @@ class RequestBody:
 
     async def _file_chunks(self, f: IO[bytes]) -> AsyncIterator[bytes]:
         if self.start >= 0:
-            await trio.to_thread.run_sync(f.seek, self.start)
+            await _aio.run_sync(f.seek, self.start)
         left = self.length
         while left > 0:
-            chunk = await trio.to_thread.run_sync(f.read, min(CHUNK, left))
+            chunk = await _aio.run_sync(f.read, min(CHUNK, left))
             if not chunk:
                 raise ValueError(f"body file ended {left} bytes early")
             left -= len(chunk)

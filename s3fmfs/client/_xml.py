@@ -25,6 +25,7 @@ from .models import (
     Owner,
     Part,
     PartsPage,
+    parse_time,
 )
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -140,7 +141,7 @@ def _list_entry(elem: ElementTree.Element) -> ListEntry:
         if tag == "Key":
             entry.key = text
         elif tag == "LastModified":
-            entry.last_modified = text
+            entry.last_modified = parse_time(text)
         elif tag == "ETag":
             entry.etag = text
         elif tag == "Size":
@@ -198,7 +199,7 @@ def parse_list_parts(body: bytes) -> PartsPage:
                 part_number=_int(_text(part, "PartNumber"), "PartNumber"),
                 etag=_text(part, "ETag"),
                 size=_int(_text(part, "Size", "0") or "0", "Size"),
-                last_modified=_text(part, "LastModified"),
+                last_modified=parse_time(_text(part, "LastModified")),
             )
         )
     return page

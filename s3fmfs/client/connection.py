@@ -25,7 +25,14 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from .. import __version__
-from ._endpoint import DEFAULT_HOST, PORTS_BY_SECURITY, Endpoint, is_s3forme
+from ._endpoint import (
+    DEFAULT_HOST,
+    PORTS_BY_SECURITY,
+    Endpoint,
+    default_calling_format,
+    is_s3forme,
+    parse_endpoint_url,
+)
 from ._engine import Engine
 from ._extended_ops import ExtendedOperations
 from ._multipart_ops import MultipartOperations
@@ -53,6 +60,10 @@ def default_signature(server: str) -> str:
 class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperations):
     """Signs and performs S3 requests; use as ``async with S3fmAuthConnection(...) as conn``.
 
+    ``endpoint_url="http://127.0.0.1:9000"`` (boto3's form) stands for ``is_secure``, ``server``
+    and ``port``. Without a ``calling_format``, buckets go in the path on an IP address or a
+    dotless name (``localhost``), in a subdomain elsewhere (python-s3's default).
+
     Keyword options beyond python-s3's: ``signature`` ('v2'/'v4'), ``region``,
     ``session_token``, ``spool_size``, ``timeout`` (seconds or ``httpx.Timeout``),
     ``connect_timeout``, ``retry`` (a ``RetryPolicy``), ``max_connections``, ``verify``
@@ -69,8 +80,9 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
         is_secure: bool = True,
         server: str = DEFAULT_HOST,
         port: int | None = None,
-        calling_format: CallingFormat = CallingFormat.SUBDOMAIN,
+        calling_format: CallingFormat | None = None,
         *,
+        endpoint_url: str | None = None,
         signature: str | None = None,
         region: str = "us-east-1",
         session_token: str | None = None,
@@ -85,11 +97,13 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
         clock: Callable[[], datetime.datetime] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        if endpoint_url is not None:
+            is_secure, server, port = parse_endpoint_url(endpoint_url)
         self.aws_access_key_id = access_key_id
         self.is_secure = is_secure
         self.server = server
         self.port = port or PORTS_BY_SECURITY[is_secure]
-        self.calling_format = CallingFormat(calling_format)
+        calling_format = CallingFormat(calling_format or default_calling_format(server))
         self.signature = signature or default_signature(server)
         self.region = region
         self.spool_size = spool_size
@@ -99,7 +113,7 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
         if not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._engine = Engine(
-            Endpoint(server, self.port, is_secure, self.calling_format),
+            Endpoint(server, self.port, is_secure, calling_format),
             Credentials(access_key_id, secret_access_key, session_token),
             signature=self.signature,
             region=region,
@@ -112,6 +126,15 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
             user_agent=f"s3fmfs/{__version__}",
             signed_headers=headers,
         )
+
+    @property
+    def calling_format(self) -> CallingFormat:
+        """Where bucket names go; python-s3's scripts set it after connecting, so it can be."""
+        return self._engine.endpoint.calling_format
+
+    @calling_format.setter
+    def calling_format(self, value: CallingFormat) -> None:
+        self._engine.set_calling_format(CallingFormat(value))
 
     def __repr__(self) -> str:
         return (

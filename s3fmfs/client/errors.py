@@ -18,7 +18,9 @@ Invariants:
 - Foreign exceptions become members of this tree at exactly one point, ``wrap_transport_error``;
   S3 error answers at exactly one point, ``error_from_response``.
 - The class is chosen by the XML ``<Code>``; without a body (HEAD) by the HTTP status.
-- ``str()`` of any error is one line and never holds credentials.
+- ``str()`` of any error is one line and never holds credentials. A transport error names the
+  host and port it could not reach (``cannot connect to rest.s3for.me:443: ...``); an error
+  answer names the host that sent it.
 """
 
 from __future__ import annotations
@@ -34,29 +36,41 @@ class S3fmError(Exception):
 
 
 class S3TransportError(S3fmError):
-    """The request got no HTTP answer; ``__cause__`` is the httpx exception."""
+    """The request got no HTTP answer; ``__cause__`` is the httpx exception. ``host`` is the
+    ``host:port`` it went to ("" when unknown)."""
 
-    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+    #: How ``str()`` introduces the host.
+    failed_to = "no answer from"
+
+    def __init__(self, message: str, *, method: str = "", url: str = "", host: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.method = method
         self.url = url
+        self.host = host
 
     def __str__(self) -> str:
         target = f"{self.method} {self.url}: " if self.method else ""
-        return " ".join(f"{target}{self.message}".split())  # one line, whatever httpx said
+        where = f"{self.failed_to} {self.host}: " if self.host else ""
+        return " ".join(f"{target}{where}{self.message}".split())  # one line, whatever httpx said
 
 
 class S3ConnectError(S3TransportError):
-    """Could not open a connection to the endpoint."""
+    """Could not open a connection to the endpoint (refused, unknown name, TLS)."""
+
+    failed_to = "cannot connect to"
 
 
 class S3TimeoutError(S3TransportError):
     """A connect, read, write or pool timeout."""
 
+    failed_to = "timed out waiting for"
+
 
 class S3ProtocolError(S3TransportError):
     """The connection broke or spoke invalid HTTP mid-exchange."""
+
+    failed_to = "connection broken with"
 
 
 class InvalidResponseError(S3fmError):
@@ -68,7 +82,8 @@ class S3ResponseError(S3fmError):
 
     Attributes: ``status`` (HTTP), ``code`` (S3 ``<Code>``), ``message``, ``request_id``,
     ``resource`` (the bucket/key addressed), ``host_id``, ``endpoint`` (for redirects),
-    ``region`` (from ``x-amz-bucket-region``), ``headers``.
+    ``region`` (from ``x-amz-bucket-region``), ``headers``, ``host`` (``host:port`` that
+    answered, "" when unknown), ``body`` (the error document, up to ``MAX_ERROR_BODY``).
     """
 
     #: The S3 ``<Code>`` this class stands for (subclasses set it).
@@ -87,6 +102,8 @@ class S3ResponseError(S3fmError):
         region: str = "",
         method: str = "",
         headers: Mapping[str, str] | None = None,
+        host: str = "",
+        body: bytes = b"",
     ) -> None:
         super().__init__(code, message)
         self.status = status
@@ -99,9 +116,13 @@ class S3ResponseError(S3fmError):
         self.region = region
         self.method = method
         self.headers: Mapping[str, str] = headers or {}
+        self.host = host
+        self.body = body
 
     def __str__(self) -> str:
         what = f"{self.method} {self.resource}".strip()
+        if self.host:
+            what += f" on {self.host}"
         text = f"{self.code} ({self.status})"
         if self.message:
             text += f": {self.message}"
@@ -367,6 +388,7 @@ def error_from_response(
     method: str = "",
     resource: str = "",
     missing: str = "NoSuchKey",
+    host: str = "",
 ) -> S3ResponseError:
     """Build the exception for an error answer (status >= 300, or an error inside a 200).
 
@@ -393,6 +415,8 @@ def error_from_response(
         region=fields.get("Region", "") or lower.get("x-amz-bucket-region", ""),
         method=method,
         headers=dict(lower),
+        host=host,
+        body=bytes(body),
     )
 
 
@@ -409,9 +433,23 @@ def _first_message(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def wrap_transport_error(exc: httpx.HTTPError, *, method: str = "", url: str = "") -> S3fmError:
-    """Translate an httpx exception into this tree (the one place that does it)."""
+def host_of(url: httpx.URL) -> str:
+    """``host:port`` of a URL, the port always shown (the scheme's when absent)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def wrap_transport_error(
+    exc: httpx.HTTPError, *, method: str = "", url: str = "", host: str = ""
+) -> S3fmError:
+    """Translate an httpx exception into this tree (the one place that does it). ``host``
+    defaults to the one of the exception's request, when it has one."""
     detail = _first_message(exc)
+    if not host:
+        try:
+            host = host_of(exc.request.url)
+        except RuntimeError:  # httpx raises it for an exception without a request
+            host = ""
     cls: type[S3TransportError]
     if isinstance(exc, httpx.TimeoutException):
         cls = S3TimeoutError
@@ -421,11 +459,16 @@ def wrap_transport_error(exc: httpx.HTTPError, *, method: str = "", url: str = "
         cls = S3ProtocolError
     elif isinstance(exc, httpx.HTTPStatusError):
         return error_from_response(
-            exc.response.status_code, exc.response.headers, b"", method=method, resource=url
+            exc.response.status_code,
+            exc.response.headers,
+            b"",
+            method=method,
+            resource=url,
+            host=host,
         )
     else:
         cls = S3ProtocolError
-    return cls(detail, method=method, url=url)
+    return cls(detail, method=method, url=url, host=host)
 
 
 __all__ = [
@@ -467,5 +510,6 @@ __all__ = [
     "TooManyRequests",
     "error_class",
     "error_from_response",
+    "host_of",
     "wrap_transport_error",
 ]

@@ -5,18 +5,25 @@ Invariants:
   (``headers.get_list(name)``); ``response.http_response`` is the response itself, so code written
   for python-s3 (``response.http_response.status``, ``.getheader(...)``) keeps working.
 - ``S3Object.metadata`` maps user-metadata names (without ``x-amz-meta-``) to decoded values.
+- Every ``last_modified`` is a timezone-aware UTC ``datetime`` (listings' ISO 8601 and the
+  header's HTTP date alike), or None when absent or unreadable; ``str()`` of one is ISO 8601
+  (``2009-10-12 17:50:30+00:00``). Other dates (``creation_date``, ``initiated``) stay text.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import email.utils
 import enum
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import httpx
+
+from .errors import S3ResponseError
 
 METADATA_PREFIX = "x-amz-meta-"
 
@@ -58,6 +65,24 @@ class Location:
     EU = "EU"
 
 
+def parse_time(text: str) -> datetime.datetime | None:
+    """S3's ISO 8601 (listings, copies) or an HTTP date (``Last-Modified``) as an aware UTC
+    datetime; None when empty or unreadable."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if text[0].isdigit():
+            when = datetime.datetime.fromisoformat(text)
+        else:
+            when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC)
+
+
 @dataclass
 class S3Object:
     """An object's data with its user metadata.
@@ -83,7 +108,7 @@ class ListEntry:
     """One object of a listing."""
 
     key: str = ""
-    last_modified: str = ""
+    last_modified: datetime.datetime | None = None
     etag: str = ""
     size: int = 0
     storage_class: str = ""
@@ -133,7 +158,7 @@ class Part:
     part_number: int
     etag: str
     size: int = 0
-    last_modified: str = ""
+    last_modified: datetime.datetime | None = None
 
 
 @dataclass
@@ -165,6 +190,10 @@ class DeleteError:
 
 class Response:
     """A successful answer: status, reason and every header."""
+
+    #: The error answer this stands for, when the blocking client returns one (python-s3's
+    #: way) instead of raising it; None for a success.
+    error: S3ResponseError | None = None
 
     def __init__(self, http: httpx.Response) -> None:
         self.status: int = http.status_code
@@ -202,9 +231,9 @@ class Response:
         return int(self.headers.get("content-length", "0") or 0)
 
     @property
-    def last_modified(self) -> str:
-        """The Last-Modified header."""
-        return str(self.headers.get("last-modified", ""))
+    def last_modified(self) -> datetime.datetime | None:
+        """The Last-Modified header (UTC; None when absent or unreadable)."""
+        return parse_time(self.headers.get("last-modified", ""))
 
     @property
     def content_type(self) -> str:
@@ -269,14 +298,14 @@ class CopyResponse(Response):
     def __init__(self, http: httpx.Response, etag: str, last_modified: str) -> None:
         super().__init__(http)
         self.copy_etag = etag
-        self.copy_last_modified = last_modified
+        self.copy_last_modified = parse_time(last_modified)
 
     @property
     def etag(self) -> str:
         return self.copy_etag
 
     @property
-    def last_modified(self) -> str:
+    def last_modified(self) -> datetime.datetime | None:
         return self.copy_last_modified
 
 

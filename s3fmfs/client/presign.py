@@ -16,7 +16,14 @@ from typing import Any
 
 from . import _signing_v2, _signing_v4
 from ._encoding import Query
-from ._endpoint import DEFAULT_HOST, PORTS_BY_SECURITY, Endpoint, is_s3forme
+from ._endpoint import (
+    DEFAULT_HOST,
+    PORTS_BY_SECURITY,
+    Endpoint,
+    default_calling_format,
+    is_s3forme,
+    parse_endpoint_url,
+)
 from ._signing_types import Credentials
 from .connection import default_signature
 from .limits import MAX_PRESIGN_EXPIRES
@@ -26,7 +33,11 @@ from .models import CallingFormat, Location, S3Object, metadata_to_headers
 
 
 class QueryStringAuthGenerator:
-    """Builds presigned URLs for the python-s3 operations."""
+    """Builds presigned URLs for the python-s3 operations.
+
+    Takes ``endpoint_url`` and chooses a calling format as ``S3fmAuthConnection`` does;
+    ``calling_format`` can be changed afterwards (python-s3's scripts do).
+    """
 
     DEFAULT_EXPIRES_IN = 60
 
@@ -37,20 +48,23 @@ class QueryStringAuthGenerator:
         is_secure: bool = True,
         server: str = DEFAULT_HOST,
         port: int | None = None,
-        calling_format: CallingFormat = CallingFormat.SUBDOMAIN,
+        calling_format: CallingFormat | None = None,
         *,
+        endpoint_url: str | None = None,
         signature: str | None = None,
         region: str = "us-east-1",
         session_token: str | None = None,
         key_param: str | None = None,
         clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
+        if endpoint_url is not None:
+            is_secure, server, port = parse_endpoint_url(endpoint_url)
         self.aws_access_key_id = access_key_id
         self.is_secure = is_secure
         self.protocol = "https" if is_secure else "http"
         self.server = server
         self.port = port or PORTS_BY_SECURITY[is_secure]
-        self.calling_format = CallingFormat(calling_format)
+        calling_format = CallingFormat(calling_format or default_calling_format(server))
         self.signature = signature or default_signature(server)
         if self.signature not in ("v2", "v4"):
             raise ValueError(f"signature must be 'v2' or 'v4', not {self.signature!r}")
@@ -60,7 +74,7 @@ class QueryStringAuthGenerator:
         )
         self.server_name = f"{server}:{self.port}"  # python-s3 compatibility
         self._credentials = Credentials(access_key_id, secret_access_key, session_token)
-        self._endpoint = Endpoint(server, self.port, is_secure, self.calling_format)
+        self._endpoint = Endpoint(server, self.port, is_secure, calling_format)
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self._expires_in: int | None = self.DEFAULT_EXPIRES_IN
         self._expires: int | None = None
@@ -70,6 +84,16 @@ class QueryStringAuthGenerator:
             f"QueryStringAuthGenerator(server={self.server!r}, signature={self.signature!r}, "
             f"access_key_id={self.aws_access_key_id!r})"
         )
+
+    @property
+    def calling_format(self) -> CallingFormat:
+        """Where bucket names go in the URLs made from now on."""
+        return self._endpoint.calling_format
+
+    @calling_format.setter
+    def calling_format(self, value: CallingFormat) -> None:
+        e = self._endpoint
+        self._endpoint = Endpoint(e.server, e.port, e.is_secure, CallingFormat(value))
 
     def set_expires_in(self, expires_in: int) -> None:
         """URLs expire ``expires_in`` seconds after they are made."""

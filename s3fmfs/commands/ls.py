@@ -22,11 +22,16 @@ from .common import (
 )
 
 
-def _local_time(stamp: str) -> str:
-    try:
-        when = datetime.datetime.fromisoformat(stamp)
-    except ValueError:
-        return f"{stamp[:19]:<19}"
+def _local_time(stamp: str | datetime.datetime | None) -> str:
+    if stamp is None:
+        return " " * 19
+    if isinstance(stamp, datetime.datetime):
+        when = stamp
+    else:
+        try:
+            when = datetime.datetime.fromisoformat(stamp)
+        except ValueError:
+            return f"{stamp[:19]:<19}"
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 

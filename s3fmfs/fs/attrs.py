@@ -134,18 +134,24 @@ class Attr:
         return new
 
 
-def parse_s3_time(text: str) -> int:
-    """LastModified as ISO 8601 (listings) or an HTTP date (HEAD) → ns; 0 if unreadable."""
-    text = text.strip()
-    if not text:
+def parse_s3_time(text: str | datetime.datetime | None) -> int:
+    """LastModified → ns; 0 if absent or unreadable. The client gives a datetime (None when
+    absent); text is ISO 8601 (listings) or an HTTP date (HEAD)."""
+    if text is None:
         return 0
-    try:
-        if text[0].isdigit():
-            when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        else:
-            when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return 0
+    if isinstance(text, datetime.datetime):
+        when = text
+    else:
+        text = text.strip()
+        if not text:
+            return 0
+        try:
+            if text[0].isdigit():
+                when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return 0
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return int(when.timestamp()) * NS + when.microsecond * 1000
