@@ -59,6 +59,7 @@ from .errors import (
 )
 from .models import CallingFormat
 from .retry import RetryPolicy
+from .stats import RequestStats
 
 log = logging.getLogger("s3fmfs.client")
 
@@ -116,6 +117,7 @@ class Engine:
         self.timeout = timeout
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self._routes: dict[str, _Route] = {}
+        self.stats = RequestStats()  # what was sent, for ``s3fmfs status``
         #: What every request carries besides its signed headers: httpx's defaults (sent
         #: the same whether through a client or not), raw bodies, our name.
         self._headers = {
@@ -339,6 +341,7 @@ class Engine:
                     tries,
                     exc,
                 )
+                self.stats.retried()
                 await trio.sleep(delay)
 
     async def _open(
@@ -356,6 +359,7 @@ class Engine:
         of the attempt (connect, send, answer, pool) lasts past ``deadline``."""
         url, target, signed = await self.sign(method, bucket, key, query, headers, body)
         resource = f"/{bucket}/{key}" if bucket else "/"
+        shown = resource + ("?" + target.split("?", 1)[1] if "?" in target else "")  # logged
         busy = self._busy
         pool = busy.index(min(busy)) if len(busy) > 1 else 0
         client = self._clients[pool]
@@ -390,27 +394,30 @@ class Engine:
                     resource=resource,
                     missing=missing,
                 )
+                self.stats.sent(method, key, query, headers, str(err.status))
                 log.debug(
                     "%s %s -> %s %s (%.3fs)",
                     method,
-                    resource,
+                    shown,
                     err.status,
                     err.code,
                     trio.current_time() - began,
                 )
                 raise err
         except httpx.HTTPError as exc:
+            self.stats.sent(method, key, query, headers, type(exc).__name__)
             log.debug(
                 "%s %s -> %s: %s (%.3fs)",
                 method,
-                resource,
+                shown,
                 type(exc).__name__,
                 exc,
                 trio.current_time() - began,
             )
             raise wrap_transport_error(exc, method=method, url=resource) from exc
+        self.stats.sent(method, key, query, headers)
         log.debug(
-            "%s %s -> %s (%.3fs)", method, resource, resp.status_code, trio.current_time() - began
+            "%s %s -> %s (%.3fs)", method, shown, resp.status_code, trio.current_time() - began
         )
         return resp
 

@@ -21,6 +21,12 @@ Invariants:
   recovery copy): ``_stop`` unmounts, then retries the upload and the copies until one
   succeeds, logging what it holds every ``hold_report`` seconds; only SIGKILL ends it. Its
   last line says which files were uploaded, which kept where, which (if any) lost.
+- The first line says where the log goes (a daemon's; in the foreground it is stderr). While
+  mounted, a status socket (``service/status.py``) answers ``s3fmfs status MNT``: pending
+  uploads, requests by kind, errors, retries, cache hits; it is removed at exit.
+- A stop with unsaved files says at once how much it has to upload (``uploading 3 files,
+  512 MiB: 0%``), then how far it is every ``PROGRESS_EVERY`` seconds until done, and the
+  total at the end (stderr in the foreground, the log of a daemon).
 - Multipart uploads are journaled under the cache directory; once serving, a background task
   aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
   delays nothing, and its failures are warnings.
@@ -33,14 +39,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyfuse3
 import trio
 
+from .. import __version__
 from ..client import RetryPolicy, S3fmAuthConnection, S3fmError
 from ..config import tls
 from ..config.options import MountOptions
@@ -51,6 +59,8 @@ from ..fs.s3store import S3Store
 from . import sdnotify
 from .connection import connection_for, describe_failure, mount_retry
 from .keep import metacache_for_mount, recovery_for_mount
+from .logs import log_target
+from .status import human_bytes, progress_line, serve_status, socket_path
 
 log = logging.getLogger("s3fmfs")
 
@@ -63,6 +73,8 @@ READY_TIMEOUT = 30.0
 #: sequential reader's pages are asked for 128 KiB at a time; at 1 MiB the kernel sends reads of
 #: 1 MiB, an eighth of the requests (measured: a fifth less daemon CPU per byte read).
 READ_AHEAD_KB = 1024
+#: Seconds between two lines of a stop's upload progress (the first is at once).
+PROGRESS_EVERY = 3.0
 
 
 @dataclass(repr=False)
@@ -213,6 +225,8 @@ def raise_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> None:
 async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     """Mount and serve until unmounted or signalled; the exit status."""
     reporter = reporter or StderrReporter()
+    if log_target() != "stderr":
+        log.info("s3fmfs %s (pid %d): logging to %s", __version__, os.getpid(), log_target())
     if config.credentials_source:
         log.info("credentials: %s", config.credentials_source)
     tls.warn_if_unverified(config.options)
@@ -257,11 +271,56 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
                     nursery.start_soon(_terminate_on_signal, signals)
                     nursery.start_soon(_announce_when_live, config, reporter)
                     nursery.start_soon(kept.journal.sweep, store, config.prefix)  # crash leftovers
+                    report = _status_report(config, conn, core)
+                    await nursery.start(serve_status, socket_path(config.mountpoint), report)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
             finally:
                 failed = await _stop(core, config)
         return 1 if failed else 0
+
+
+def _status_report(
+    config: MountConfig, conn: S3fmAuthConnection, core: FsCore
+) -> Callable[[], dict[str, Any]]:
+    """What ``s3fmfs status`` shows, made anew at each question."""
+    started = time.time()
+
+    def report() -> dict[str, Any]:
+        progress = core.upload_progress()
+        return {
+            "mountpoint": config.mountpoint,
+            "bucket": config.bucket,
+            "prefix": config.prefix,
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": started,
+            "uptime": round(time.time() - started, 1),
+            "log": log_target(),
+            "uploads": {
+                "files": len(progress.files),
+                "bytes_total": progress.bytes_total,
+                "bytes_done": progress.bytes_done,
+                "percent": progress.percent,
+                "pending": [
+                    {"path": f.path, "size": f.size, "sent": f.sent} for f in progress.files
+                ],
+            },
+            "requests": conn.stats.as_dict(),
+            "caches": core.cache_stats(),
+        }
+
+    return report
+
+
+async def _report_progress(core: FsCore, nodes: list[Node]) -> None:
+    """Say how far the uploads of ``nodes`` are, at once and every ``PROGRESS_EVERY`` s."""
+    while True:
+        progress = core.upload_progress(nodes)
+        log.info(
+            "%s", progress_line(len(progress.files), progress.bytes_total, progress.bytes_done)
+        )
+        await trio.sleep(PROGRESS_EVERY)
 
 
 #: Longest pause between two attempts of a stopping mount to save data it still holds.
@@ -307,12 +366,14 @@ async def _hold(core: FsCore, held: list[Node], config: MountConfig) -> None:
             log.error(
                 "not exiting: %d file(s), %d bytes, are neither in the bucket nor in a recovery "
                 "copy, only in this process: %s; retrying the upload to bucket %r, else a copy "
-                "in %s, until one succeeds (SIGTERM is ignored; SIGKILL would lose them)",
+                "in %s, until one succeeds (SIGTERM is ignored; SIGKILL would lose them); "
+                "this attempt: %d%% sent",
                 len(held),
                 total,
                 _sizes(held),
                 config.bucket,
                 places,
+                core.upload_progress(held).percent,
             )
             await trio.sleep(period)
 
@@ -371,7 +432,22 @@ async def _stop(core: FsCore, config: MountConfig) -> int:
     with trio.CancelScope(shield=True):
         nodes = core.unsaved()
         paths = {node.ino: node.path for node in nodes}
-        await core.flush_all()
+        began = trio.current_time()
+        async with trio.open_nursery() as progress:
+            if nodes:
+                progress.start_soon(_report_progress, core, nodes)
+            await core.flush_all()
+            progress.cancel_scope.cancel()
+        if nodes:
+            done = core.upload_progress(nodes)
+            log.info(
+                "uploaded %d of %d file(s), %s of %s, in %.1fs",
+                sum(1 for node in nodes if not node.dirty),
+                len(nodes),
+                human_bytes(done.bytes_done),
+                human_bytes(done.bytes_total),
+                trio.current_time() - began,
+            )
         held = _held(core, nodes)
         unmounted = bool(held)  # pyfuse3.close only once: a second one is a double free
         if held:
