@@ -265,18 +265,21 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(core.run_background)  # read-ahead, streamed parts
-                    nursery.start_soon(_terminate_on_signal, signals)
-                    nursery.start_soon(_announce_when_live, config, reporter)
-                    nursery.start_soon(kept.journal.sweep, store, config.prefix)  # crash leftovers
-                    report = _status_report(config, conn, core)
-                    await nursery.start(serve_status, socket_path(config.mountpoint), report)
-                    await pyfuse3.main()
-                    nursery.cancel_scope.cancel()
-            finally:
-                failed = await _stop(core, config)
+            # the status socket answers until the very end: during the last uploads too
+            async with trio.open_nursery() as status:
+                report = _status_report(config, conn, core)
+                await status.start(serve_status, socket_path(config.mountpoint), report)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(core.run_background)  # read-ahead, streamed parts
+                        nursery.start_soon(_terminate_on_signal, signals)
+                        nursery.start_soon(_announce_when_live, config, reporter)
+                        nursery.start_soon(kept.journal.sweep, store, config.prefix)  # leftovers
+                        await pyfuse3.main()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    failed = await _stop(core, config)
+                    status.cancel_scope.cancel()
         return 1 if failed else 0
 
 

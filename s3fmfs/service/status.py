@@ -52,8 +52,12 @@ def socket_dir() -> Path:
 
 def socket_path(mountpoint: str, directory: Path | None = None) -> Path:
     """The status socket of the mount at ``mountpoint``: readable, and short enough for a
-    Unix socket address whatever the mount point (its tail and a hash of its real path)."""
-    real = os.path.realpath(mountpoint)
+    Unix socket address whatever the mount point (its tail and a hash of its real path).
+    Only its parent is resolved: a ``stat`` of the mount itself would ask the mount (or
+    wait forever, from the mount's own trio thread)."""
+    absolute = os.path.abspath(mountpoint)
+    parent, name = os.path.split(absolute)
+    real = os.path.join(os.path.realpath(parent), name) if name else absolute
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", real).strip("-")[-40:] or "root"
     return (directory or socket_dir()) / f"{slug}-{digest}.sock"
