@@ -42,10 +42,13 @@ def render(answer: dict[str, Any]) -> str:
     if files:
         total, done = int(uploads.get("bytes_total", 0)), int(uploads.get("bytes_done", 0))
         lines.append(f"pending uploads: {progress_line(files, total, done)}")
-        for item in uploads.get("pending", []):
+        pending = uploads.get("pending", [])
+        for item in pending:
             size, sent = int(item.get("size", 0)), int(item.get("sent", 0))
             percent = 100 if size == 0 else min(100, sent * 100 // size)
             lines.append(f"  {item.get('path', '?')}: {human_bytes(size)}, {percent}% sent")
+        if files > len(pending):
+            lines.append(f"  … and {files - len(pending):,} more")
     else:
         lines.append("pending uploads: none")
     requests = answer.get("requests", {})

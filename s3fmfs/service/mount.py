@@ -73,6 +73,8 @@ READY_TIMEOUT = 30.0
 #: sequential reader's pages are asked for 128 KiB at a time; at 1 MiB the kernel sends reads of
 #: 1 MiB, an eighth of the requests (measured: a fifth less daemon CPU per byte read).
 READ_AHEAD_KB = 1024
+#: Pending files listed by name in a status answer (the biggest; the count has them all).
+STATUS_FILES = 50
 #: Seconds between two lines of a stop's upload progress (the first is at once).
 PROGRESS_EVERY = 3.0
 
@@ -305,8 +307,9 @@ def _status_report(
                 "bytes_total": progress.bytes_total,
                 "bytes_done": progress.bytes_done,
                 "percent": progress.percent,
-                "pending": [
-                    {"path": f.path, "size": f.size, "sent": f.sent} for f in progress.files
+                "pending": [  # the biggest first, a bounded answer however many
+                    {"path": f.path, "size": f.size, "sent": f.sent}
+                    for f in sorted(progress.files, key=lambda f: -f.size)[:STATUS_FILES]
                 ],
             },
             "requests": conn.stats.as_dict(),
