@@ -40,7 +40,7 @@ from s3fmfs.service.status import (
 )
 from tests.support.core import make_core
 from tests.support.memstore import MemStore
-from tests.support.mount import daemon_pid, mount_log, mounted, s3fmfs_command
+from tests.support.mount import daemon_pid, daemons_of, mount_log, mounted, s3fmfs_command
 from tests.support.servers import S3Server, unique_bucket
 from tests.support.throttle import throttled
 
@@ -452,3 +452,57 @@ def test_sigterm_with_a_pending_upload_logs_its_progress(
     assert re.search(r"uploaded 1 of 1 file\(s\), 12\.0 MiB of 12\.0 MiB, in \d+\.\ds", text)
     assert re.search(r"s3fmfs: \d\d:\d\d:\d\d\.\d{3} INFO s3fmfs: uploading 1 file", text)
     assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == size
+
+
+@needs_fuse
+def test_a_daemon_says_where_its_log_is(moto: S3Server, bucket: str, tmp_path: Path) -> None:
+    import pty
+
+    mnt = (tmp_path / "mnt").resolve()
+    mnt.mkdir()
+    log = tmp_path / "daemon.log"
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": moto.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": moto.secret_access_key,
+    }
+    opts = f"endpoint={moto.endpoint},log_file={log}"
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [*s3fmfs_command(), bucket, str(mnt), "-o", opts],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        os.close(slave)
+        slave = -1
+        said = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every writer of the terminal is gone or done
+                break
+            if not chunk:
+                break
+            said += chunk
+            if b"\n" in said:
+                break
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+        pids = daemons_of(mnt)
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, check=False)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert done.returncode == 0 and done.stdout == b""
+    line = said.decode().strip()
+    assert line == f"s3fmfs: mounted on {mnt}; log: {log}; progress: s3fmfs status {mnt}", line
+    first = log.read_text().splitlines()[0]
+    where = re.escape(str(log))
+    assert re.search(rf"INFO s3fmfs: s3fmfs \S+ \(pid \d+\): logging to {where}$", first), first
