@@ -59,6 +59,7 @@ from .errors import (
 )
 from .models import CallingFormat
 from .retry import RetryPolicy
+from .stats import RequestStats
 
 log = logging.getLogger("s3fmfs.client")
 
@@ -119,6 +120,7 @@ class Engine:
         self._routes: dict[str, _Route] = {}
         #: Headers every request carries, signed (e.g. ``x-amz-request-payer``).
         self.signed_headers = lower_headers(signed_headers)
+        self.stats = RequestStats()  # what was sent, for ``s3fmfs status``
         #: What every request carries besides its signed headers: httpx's defaults (sent
         #: the same whether through a client or not), raw bodies, our name.
         self._headers = {
@@ -352,6 +354,7 @@ class Engine:
                     tries,
                     exc,
                 )
+                self.stats.retried()
                 await _aio.sleep(delay)
 
     async def _open(
@@ -369,6 +372,7 @@ class Engine:
         of the attempt (connect, send, answer, pool) lasts past ``deadline``."""
         url, target, signed = await self.sign(method, bucket, key, query, headers, body)
         resource = f"/{bucket}/{key}" if bucket else "/"
+        shown = resource + ("?" + target.split("?", 1)[1] if "?" in target else "")  # logged
         busy = self._busy
         pool = busy.index(min(busy)) if len(busy) > 1 else 0
         client = self._clients[pool]
@@ -404,20 +408,22 @@ class Engine:
                     missing=missing,
                     host=host_of(request.url),
                 )
+                self.stats.sent(method, key, query, headers, str(err.status))
                 log.debug(
                     "%s %s -> %s %s (%.3fs)",
                     method,
-                    resource,
+                    shown,
                     err.status,
                     err.code,
                     _aio.current_time() - began,
                 )
                 raise err
         except httpx.HTTPError as exc:
+            self.stats.sent(method, key, query, headers, type(exc).__name__)
             log.debug(
                 "%s %s -> %s: %s (%.3fs)",
                 method,
-                resource,
+                shown,
                 type(exc).__name__,
                 exc,
                 _aio.current_time() - began,
@@ -425,8 +431,9 @@ class Engine:
             raise wrap_transport_error(
                 exc, method=method, url=resource, host=host_of(request.url)
             ) from exc
+        self.stats.sent(method, key, query, headers)
         log.debug(
-            "%s %s -> %s (%.3fs)", method, resource, resp.status_code, _aio.current_time() - began
+            "%s %s -> %s (%.3fs)", method, shown, resp.status_code, _aio.current_time() - began
         )
         return resp
 

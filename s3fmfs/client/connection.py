@@ -40,6 +40,7 @@ from ._python_s3_ops import PythonS3Operations
 from ._signing_types import Credentials
 from .models import CallingFormat
 from .retry import RetryPolicy
+from .stats import RequestStats
 
 #: Bodies above this size are spooled to a temporary file by ``get`` (python-s3's spool_size).
 DEFAULT_SPOOL_SIZE = 8 << 20
@@ -141,6 +142,11 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
             f"S3fmAuthConnection(server={self.server!r}, port={self.port}, "
             f"signature={self.signature!r}, access_key_id={self.aws_access_key_id!r})"
         )
+
+    @property
+    def stats(self) -> RequestStats:
+        """Requests sent since the connection was made: by kind, errors, retries."""
+        return self._engine.stats
 
     async def __aenter__(self) -> S3fmAuthConnection:
         return self

@@ -7,6 +7,7 @@ Forms::
     s3fmfs ls [BUCKET[/PREFIX]] [-r] [-o opt,...]
     s3fmfs presign BUCKET/KEY [--expires SECONDS] [--method GET|PUT|DELETE|HEAD] [-o opt,...]
     s3fmfs demo [MOUNTPOINT]          (s3fmfs.commands.demo)
+    s3fmfs status MOUNTPOINT [--json] (s3fmfs.commands.status)
     s3fmfs -- ls MOUNTPOINT           (a bucket named like a subcommand)
 
 Invariants:
@@ -42,7 +43,7 @@ from ..config.options import MountOptions, OptionError, parse_bucket
 from ..service import daemon, mount
 from ..service.logs import SYSLOG_SOCKET, fallback_log_file, setup_logging
 from ..service.mount import MountConfig
-from . import demo, ls, presign
+from . import demo, ls, presign, status
 from .checks import check_fuse, check_mountpoint, prepare_cache_dir
 from .common import (
     CREDENTIALS_HELP,
@@ -56,13 +57,14 @@ from .common import (
     parse_command_options,
 )
 
-SUBCOMMANDS = ("ls", "presign", "demo")
+SUBCOMMANDS = ("ls", "presign", "demo", "status")
 
 SUBCOMMANDS_HELP = """\
 other commands (same -o options and credentials):
   s3fmfs ls [BUCKET[/PREFIX]] [-r]     list like `aws s3 ls`
   s3fmfs presign BUCKET/KEY [--expires SECONDS] [--method GET|PUT|DELETE|HEAD]
   s3fmfs demo [MOUNTPOINT]             mount a sample bucket served locally
+  s3fmfs status MOUNTPOINT [--json]    uploads pending, requests, errors of a live mount
   s3fmfs -- ls MOUNTPOINT              mount a bucket named like a command"""
 
 
@@ -73,7 +75,7 @@ def mount_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="s3fmfs",
         usage="s3fmfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d] "
-        "[--log-level LEVEL]\n       s3fmfs {ls,presign,demo} ...",
+        "[--log-level LEVEL]\n       s3fmfs {ls,presign,demo,status} ...",
         description="Mount an S3 bucket (or a prefix of it) as a directory. By default the "
         "command returns once the mount is live and keeps serving in the background.\n"
         "s3://BUCKET/PREFIX is the same as BUCKET:/PREFIX.",
@@ -140,7 +142,7 @@ def mount_main(argv: list[str]) -> int:
         fail(daemon.about(config.mountpoint, problem), 1)
     level = log_level(args, config.options)
     if args.foreground:
-        setup_logging(level)
+        setup_logging(level, timestamps=True)
         try:
             return mount.run(config)
         except KeyboardInterrupt:
@@ -176,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``s3fmfs`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in SUBCOMMANDS:
-        command = {"ls": ls.main, "presign": presign.main, "demo": demo.main}[args[0]]
+        command = {
+            "ls": ls.main,
+            "presign": presign.main,
+            "demo": demo.main,
+            "status": status.main,
+        }[args[0]]
         return command(args[1:])
     if argv is None:
         _use_system_malloc()

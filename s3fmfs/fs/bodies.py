@@ -49,6 +49,7 @@ class Bodies:
         self.kept: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
         self.used = 0  # bytes kept plus bytes reserved for GETs in flight
         self.served = 0  # bodies taken by reads (tests, bench)
+        self.missed = 0  # reads that found no body of their version kept (status)
 
     def reserve(self, size: int) -> bool:
         """Room for a GET of ``size`` bytes (False: send a HEAD instead). Expired bodies go
@@ -77,10 +78,12 @@ class Bodies:
         """The body of version ``etag`` of ``path`` if kept and fresh; it is no longer kept."""
         found = self.kept.get(path)
         if found is None:
+            self.missed += 1
             return None
         self.drop(path)
         kept_etag, body, arrived = found
         if kept_etag != etag or self.timer() - arrived > self.life:
+            self.missed += 1
             return None
         self.served += 1
         return body

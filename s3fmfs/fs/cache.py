@@ -28,6 +28,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
@@ -122,6 +123,9 @@ class MetadataCache:
         self.bodies = Bodies(timer=timer)
         self._timer = self.timer = timer
         self._peaks = [0, 0, 0]  # the most entries each cache held since it was made
+        #: reads of each cache that found an entry, and that did not (``s3fmfs status``)
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
 
     def expire(self) -> int:
         """Drop every expired entry (a TTLCache keeps them until touched otherwise); how many
@@ -148,11 +152,18 @@ class MetadataCache:
             self._peaks[index] = peak
         return dropped
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Hits and misses of each cache since the mount started."""
+        names = ("attributes", "listings", "negative")
+        return {n: {"hits": self.hits[n], "misses": self.misses[n]} for n in names}
+
     # -- reads -----------------------------------------------------------------------------
 
     def attr(self, path: str) -> Attr | None:
         """Cached attributes of ``path``, complete or from a listing."""
-        return self.attrs.get(path)
+        found = self.attrs.get(path)
+        (self.hits if found is not None else self.misses)["attributes"] += 1
+        return found
 
     def ahead_attr(self, path: str) -> Attr | None:
         """The attributes a HEAD sent ahead found for ``path``, while fresh (a first use
@@ -180,16 +191,21 @@ class MetadataCache:
 
     def listing(self, path: str) -> Listing | None:
         """The cached listing of directory ``path``."""
-        return self.dirs.get(path)
+        found = self.dirs.get(path)
+        (self.hits if found is not None else self.misses)["listings"] += 1
+        return found
 
     def is_missing(self, path: str) -> bool:
         """Whether ``path`` is known not to exist (negative cache or a fresh parent listing)."""
         if self.negative.get(path, False):
+            self.hits["negative"] += 1
             return True
         if path == "":
             return False
         parent = self.dirs.get(parent_of(path))
-        return parent is not None and name_of(path) not in parent
+        missing = parent is not None and name_of(path) not in parent
+        (self.hits if missing else self.misses)["negative"] += 1
+        return missing
 
     # -- what lookups and listings learned -------------------------------------------------
 

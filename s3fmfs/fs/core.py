@@ -53,7 +53,14 @@ from .settings import FsSettings
 from .store import ObjectStore
 from .upload import Uploader
 
-__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "FsCore", "StatFs"]
+__all__ = [
+    "RENAME_EXCHANGE",
+    "RENAME_NOREPLACE",
+    "FileProgress",
+    "FsCore",
+    "StatFs",
+    "UploadProgress",
+]
 
 #: Entries (cache rows, inodes) freed since the last trim of the C heap before the next one.
 TRIM_AFTER = 1_000
@@ -86,6 +93,36 @@ class StatFs:
     files: int = 1 << 32
     files_free: int = 1 << 32
     name_max: int = 255
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """One file with data to upload: its size and the bytes of it sent so far."""
+
+    path: str
+    size: int
+    sent: int
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """Files with data the bucket does not have yet, and how far their uploads are."""
+
+    files: tuple[FileProgress, ...]
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(f.sent for f in self.files)
+
+    @property
+    def percent(self) -> int:
+        """Whole percent sent (100 when there is nothing to send); never over 100."""
+        total = self.bytes_total
+        return 100 if total == 0 else min(100, self.bytes_done * 100 // total)
 
 
 class FsCore:
@@ -309,6 +346,36 @@ class FsCore:
     async def flush_all(self, nodes: Iterable[Node] | None = None) -> int:
         """Upload every unsaved file (or those of ``nodes``); how many failed."""
         return await self.files.flush_all(nodes)
+
+    def upload_progress(self, nodes: Iterable[Node] | None = None) -> UploadProgress:
+        """How far the uploads of the unsaved files are (or of ``nodes``, those unsaved when a
+        stop began: one saved since counts as sent whole). Bytes sent are those of the
+        save under way, else of the stream while written (``upload.Sent``)."""
+        chosen = self.unsaved() if nodes is None else list(nodes)
+        sending = self.uploader.sending
+        files = []
+        for node in chosen:
+            buffer = node.buffer
+            size = buffer.size if buffer is not None else node.attr.size if node.attr else 0
+            if not node.dirty:
+                sent = size
+            else:
+                counted = sending.get(node.ino)
+                stream = node.content.stream
+                if counted is None and stream is not None:
+                    counted = stream.sent
+                sent = min(size, counted.bytes) if counted is not None else 0
+            files.append(FileProgress(node.path, size, sent))
+        return UploadProgress(tuple(files))
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Hits and misses of the mount's caches since it started (``s3fmfs status``)."""
+        stats = self.cache.stats()
+        bodies = self.cache.bodies
+        stats["bodies"] = {"hits": bodies.served, "misses": bodies.missed}
+        if self.metacache is not None:
+            stats["metacache"] = {"hits": self.metacache.hits, "misses": self.metacache.misses}
+        return stats
 
     # -- attributes ------------------------------------------------------------------------------
 

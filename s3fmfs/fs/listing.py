@@ -20,6 +20,9 @@ Invariants:
   waits for that one and answers from the cache.
 - Every entry the kernel accepts takes one lookup reference (readdirplus); ``.`` and ``..``
   take none, and an entry it refuses none either.
+- A listing still running after ``PROGRESS_AFTER`` seconds says so (``listing PREFIX: 12,000
+  entries so far``, INFO), again every ``PROGRESS_EVERY`` seconds, and its total when done:
+  a slow first ``ls`` of a big folder is never silent. A quicker one logs nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ READDIR_BATCH = 512
 #: remembered as bigger than that.
 LOOKUP_LIST_MAX = 1000
 MAX_BIG = 1024
+#: Seconds a listing runs before it logs its progress, and between two such lines.
+PROGRESS_AFTER = 3.0
+PROGRESS_EVERY = 5.0
 
 #: readdir's callback: (name, inode, attributes, next offset) → whether the kernel took it.
 Emit = Callable[[bytes, int, Attr, int], bool]
@@ -123,6 +129,9 @@ class Listings:
         implicit = implicit_dir(self.ns.defaults, self.ns.mount_time).with_changes(
             complete=complete
         )
+        began = trio.current_time()
+        report_at = began + PROGRESS_AFTER
+        reported = False
         async with contextlib.aclosing(self.ns.store.iter_pages(prefix, "/")) as pages:
             async for page in pages:
                 page_files: Listing = {}
@@ -169,9 +178,20 @@ class Listings:
                 if on_page is not None:
                     on_page({**page_files, **page_dirs})
                 seen = len(files) + len(dirs)
+                if page.truncated and trio.current_time() >= report_at:
+                    log.info("listing %r: %s entries so far", prefix or "/", f"{seen:,}")
+                    report_at = trio.current_time() + PROGRESS_EVERY
+                    reported = True
                 if limit is not None and (seen > limit or (page.truncated and seen >= limit)):
                     return {**files, **dirs}  # too big to list ahead: not kept
         listing: Listing = {**files, **dirs}  # a directory shadows a file of the same name
+        if reported or trio.current_time() >= began + PROGRESS_AFTER:
+            log.info(
+                "listing %r: %s entries in %.1fs",
+                prefix or "/",
+                f"{len(listing):,}",
+                trio.current_time() - began,
+            )
         for name, attr in dirs.items():
             # objects in older forms: a ``_$folder$``, an object of the same name (it may be one)
             old = ((prefix + name,) if name in files else ()) + forms.get(name, ())

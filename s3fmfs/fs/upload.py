@@ -41,12 +41,20 @@ Streaming (``StreamingUpload``):
   mtime. ``Uploader.finish_stream`` rewrites it in place if it changed meanwhile (chmod or
   utimens while writing).
 
+Progress (``Sent``): every upload counts its bytes sent: parts completed, plus the position of
+each body in flight (the client reads a file body in 1 MiB chunks as it sends them; a body of
+bytes counts when its request is done). ``Uploader.sending`` maps each inode being saved to its
+upload's ``Sent`` (a stream's own while it is written): what ``FsCore.upload_progress`` reads.
+A retry reads its body again from the start, so the count may go back: it is what was sent of
+the attempts still going, never more than the file.
+
 Concurrency: all state lives on the trio thread; the core calls ``advance``, ``finish`` and
 ``abort`` under the inode's lock, so they never overlap for one upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -86,6 +94,37 @@ def part_ranges(size: int, base: int) -> Iterator[tuple[int, int, int]]:
         number, start = number + 1, start + length
 
 
+class Sent:
+    """Bytes of one upload sent so far: those of requests done, and each body's position."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self._bodies: dict[int, object] = {}
+        self._next = 0
+
+    def begin(self, body: object) -> int:
+        """A request starts reading ``body``: a token for ``end``."""
+        self._next += 1
+        self._bodies[self._next] = body
+        return self._next
+
+    def end(self, token: int, length: int, ok: bool) -> None:
+        """The request of ``token`` is done (``ok``: its ``length`` bytes are in the bucket)."""
+        self._bodies.pop(token, None)
+        if ok:
+            self.done += length
+
+    @property
+    def bytes(self) -> int:
+        flying = 0
+        for body in self._bodies.values():
+            tell = getattr(body, "tell", None)
+            if tell is not None:
+                with contextlib.suppress(OSError, ValueError):  # closed: counted at its end
+                    flying += int(tell())
+        return self.done + flying
+
+
 #: (metadata, content type) of the object, asked for when the upload is created.
 Describe = Callable[[], tuple[Mapping[str, str], str | None]]
 #: window(start, length) → a part's body.
@@ -121,6 +160,7 @@ class StreamingUpload:
         self.inflight = 0
         self._scopes: set[trio.CancelScope] = set()
         self._changed = trio.Event()
+        self.sent = Sent()  # progress (``FsCore.upload_progress``)
         # statistics (tests)
         self.parts_started = 0
         self.max_inflight_seen = 0
@@ -179,6 +219,8 @@ class StreamingUpload:
     ) -> None:
         """Upload one part; never raises (the error is kept for the writer or the flush)."""
         assert self.upload_id is not None
+        token = self.sent.begin(body)
+        ok = False
         try:
             with scope:
                 try:
@@ -186,11 +228,13 @@ class StreamingUpload:
                         self.key, self.upload_id, number, body, length
                     )
                     self.parts[number] = part
+                    ok = True
                 except Exception as exc:
                     log.warning("part %d of %r failed: %s", number, self.path, exc)
                     if self.error is None:
                         self.error = exc
         finally:
+            self.sent.end(token, length, ok)
             self._scopes.discard(scope)
             self.inflight -= 1
             self._notify()
@@ -240,6 +284,8 @@ class Uploader:
         self.concurrency = max(1, settings.upload_concurrency)
         self.multipart_threshold = MULTIPART_THRESHOLD
         self.recovery = recovery
+        #: inode → bytes sent of its save under way (progress)
+        self.sending: dict[int, Sent] = {}
 
     def stream(self, key: str, path: str, nursery: trio.Nursery | None) -> StreamingUpload | None:
         """A streaming upload of a file about to be written from offset 0 (None without a
@@ -261,21 +307,35 @@ class Uploader:
         buffer: WriteBuffer,
         metadata: Mapping[str, str],
         content_type: str | None,
+        sent: Sent | None = None,
     ) -> PutResult:
         """Upload the whole buffer: one PUT up to ``multipart_threshold``, else parts
-        (``part_ranges``)."""
+        (``part_ranges``); their progress counted in ``sent``."""
         store = self.store
+        sent = sent or Sent()
         if buffer.size <= self.multipart_threshold or not isinstance(store, MultipartStore):
-            return await store.put(key, await buffer.upload_source(), metadata, content_type)
+            source = await buffer.upload_source()
+            token = sent.begin(source)
+            ok = False
+            try:
+                result = await store.put(key, source, metadata, content_type)
+                ok = True
+            finally:
+                sent.end(token, buffer.size, ok)
+            return result
         upload_id = await store.create_multipart(key, metadata, content_type)
         parts: list[UploadedPart] = []
         limiter = trio.Semaphore(self.concurrency)
 
         async def one(number: int, start: int, length: int) -> None:
+            body = buffer.window(start, length)
+            token = sent.begin(body)
+            ok = False
             try:
-                body = buffer.window(start, length)
                 parts.append(await store.upload_part(key, upload_id, number, body, length))
+                ok = True
             finally:
+                sent.end(token, length, ok)
                 limiter.release()
 
         try:
@@ -331,15 +391,20 @@ class Uploader:
         """Put the buffer at ``key`` (completing ``stream`` if it has parts). On failure: the
         buffer's copy in the recovery folder (as ``kept_as``: (key, path), default the
         upload's), then FsError(EIO). ``stamp`` (inode, version) names the content copied."""
+        ino = stamp[0]
         try:
             result = None
             if stream is not None:
+                self.sending[ino] = stream.sent
                 result = await self.finish_stream(stream, buffer, metadata, mtime_ns, content_type)
             if result is None:
-                result = await self.put(key, buffer, metadata, content_type)
+                self.sending[ino] = sent = Sent()
+                result = await self.put(key, buffer, metadata, content_type, sent)
         except Exception as exc:  # keep the data, log where (error level), then EIO
             keep_key, keep_path = kept_as or (key, path)
             await self.recovery.keep(buffer, keep_key, keep_path, stamp, exc)
             raise FsError(errno.EIO, f"upload of {path} failed") from exc
+        finally:
+            self.sending.pop(ino, None)
         await self.recovery.uploaded(key)  # its copy here, if any, is stale
         return result

@@ -5,9 +5,11 @@ Invariants:
   arguments and read files). The child calls ``setsid``, changes to ``/``, reads stdin from
   ``/dev/null`` and writes stdout/stderr to ``/dev/null`` (or the log file), then runs the
   mount with a :class:`PipeReporter`.
-- The child writes exactly one line to the pipe: ``ready``, or ``error STATUS MESSAGE``, and
-  closes it. The parent prints the message (one line on stderr) and exits with STATUS, or,
-  on ``ready``, checks ``os.path.ismount`` and exits 0. A child that dies without a word is
+- The child writes exactly one line to the pipe: ``ready WHERE`` (where its log goes), or
+  ``error STATUS MESSAGE``, and closes it. The parent prints the message (one line on stderr)
+  and exits with STATUS, or, on ``ready``, checks ``os.path.ismount`` and exits 0, saying
+  where the log goes (and ``s3fmfs status``) in one line on stderr when that is a terminal:
+  silent for scripts, fstab and systemd. A child that dies without a word is
   reported as one line too (its exit status, and where its log is).
 - The child's exit status is its mount's: 0 after a clean stop.
 - Every line printed names the mount point (:func:`about`): ``mount -a`` shows which fstab
@@ -21,6 +23,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+
+from .logs import log_target
 
 log = logging.getLogger("s3fmfs")
 
@@ -48,7 +52,7 @@ class PipeReporter:
             os.close(fd)
 
     def ready(self) -> None:
-        self._send("ready")
+        self._send(f"ready {log_target()}")
 
     def failed(self, status: int, message: str) -> None:
         log.error("%s", message)
@@ -120,8 +124,15 @@ def spawn(
         line = _read_line(read_fd)
     finally:
         os.close(read_fd)
-    if line == "ready":
+    if line == "ready" or line.startswith("ready "):
         if os.path.ismount(mountpoint):
+            where = line.removeprefix("ready").strip() or log_hint
+            if sys.stderr.isatty():
+                print(
+                    f"s3fmfs: mounted on {mountpoint}; log: {where}; "
+                    f"progress: s3fmfs status {mountpoint}",
+                    file=sys.stderr,
+                )
             return 0
         print(f"s3fmfs: {mountpoint} is not mounted after all (see {log_hint})", file=sys.stderr)
         return 1

@@ -25,6 +25,12 @@ Invariants:
   recovery copy): ``_stop`` unmounts, then retries the upload and the copies until one
   succeeds, logging what it holds every ``hold_report`` seconds; only SIGKILL ends it. Its
   last line says which files were uploaded, which kept where, which (if any) lost.
+- The first line says where the log goes (a daemon's; in the foreground it is stderr). While
+  mounted, a status socket (``service/status.py``) answers ``s3fmfs status MNT``: pending
+  uploads, requests by kind, errors, retries, cache hits; it is removed at exit.
+- A stop with unsaved files says at once how much it has to upload (``uploading 3 files,
+  512 MiB: 0%``), then how far it is every ``PROGRESS_EVERY`` seconds until done, and the
+  total at the end (stderr in the foreground, the log of a daemon).
 - Multipart uploads are journaled under the cache directory; once serving, a background task
   aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
   delays nothing, and its failures are warnings.
@@ -38,14 +44,16 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyfuse3
 import trio
 
+from .. import __version__
 from ..client import RetryPolicy, S3fmAuthConnection, S3fmError
 from ..config import tls
 from ..config.options import MountOptions, OptionError
@@ -57,6 +65,8 @@ from . import sdnotify
 from .connection import connection_for, describe_failure, mount_retry
 from .daemon import about
 from .keep import metacache_for_mount, recovery_for_mount
+from .logs import log_target
+from .status import human_bytes, progress_line, serve_status, socket_path
 
 log = logging.getLogger("s3fmfs")
 
@@ -69,6 +79,10 @@ READY_TIMEOUT = 30.0
 #: sequential reader's pages are asked for 128 KiB at a time; at 1 MiB the kernel sends reads of
 #: 1 MiB, an eighth of the requests (measured: a fifth less daemon CPU per byte read).
 READ_AHEAD_KB = 1024
+#: Pending files listed by name in a status answer (the biggest; the count has them all).
+STATUS_FILES = 50
+#: Seconds between two lines of a stop's upload progress (the first is at once).
+PROGRESS_EVERY = 3.0
 
 
 @dataclass(repr=False)
@@ -263,6 +277,8 @@ def captured_reason(text: str) -> str:
 async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     """Mount and serve until unmounted or signalled; the exit status."""
     reporter = reporter or StderrReporter(config.mountpoint)
+    if log_target() != "stderr":
+        log.info("s3fmfs %s (pid %d): logging to %s", __version__, os.getpid(), log_target())
     if config.credentials_source:
         log.info("credentials: %s", config.credentials_source)
     for note in config.options.s3fs_notes:  # once each: what s3fs options do here
@@ -318,17 +334,66 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(core.run_background)  # read-ahead, streamed parts
-                    nursery.start_soon(_terminate_on_signal, signals)
-                    nursery.start_soon(_announce_when_live, config, reporter)
-                    nursery.start_soon(kept.journal.sweep, store, config.prefix)  # crash leftovers
-                    await pyfuse3.main()
-                    nursery.cancel_scope.cancel()
-            finally:
-                failed = await _stop(core, config)
+            # the status socket answers until the very end: during the last uploads too
+            async with trio.open_nursery() as status:
+                report = _status_report(config, conn, core)
+                await status.start(serve_status, socket_path(config.mountpoint), report)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(core.run_background)  # read-ahead, streamed parts
+                        nursery.start_soon(_terminate_on_signal, signals)
+                        nursery.start_soon(_announce_when_live, config, reporter)
+                        nursery.start_soon(kept.journal.sweep, store, config.prefix)  # leftovers
+                        await pyfuse3.main()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    failed = await _stop(core, config)
+                    status.cancel_scope.cancel()
         return 1 if failed else 0
+
+
+def _status_report(
+    config: MountConfig, conn: S3fmAuthConnection, core: FsCore
+) -> Callable[[], dict[str, Any]]:
+    """What ``s3fmfs status`` shows, made anew at each question."""
+    started = time.time()
+
+    def report() -> dict[str, Any]:
+        progress = core.upload_progress()
+        return {
+            "mountpoint": config.mountpoint,
+            "bucket": config.bucket,
+            "prefix": config.prefix,
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": started,
+            "uptime": round(time.time() - started, 1),
+            "log": log_target(),
+            "uploads": {
+                "files": len(progress.files),
+                "bytes_total": progress.bytes_total,
+                "bytes_done": progress.bytes_done,
+                "percent": progress.percent,
+                "pending": [  # the biggest first, a bounded answer however many
+                    {"path": f.path, "size": f.size, "sent": f.sent}
+                    for f in sorted(progress.files, key=lambda f: -f.size)[:STATUS_FILES]
+                ],
+            },
+            "requests": conn.stats.as_dict(),
+            "caches": core.cache_stats(),
+        }
+
+    return report
+
+
+async def _report_progress(core: FsCore, nodes: list[Node]) -> None:
+    """Say how far the uploads of ``nodes`` are, at once and every ``PROGRESS_EVERY`` s."""
+    while True:
+        progress = core.upload_progress(nodes)
+        log.info(
+            "%s", progress_line(len(progress.files), progress.bytes_total, progress.bytes_done)
+        )
+        await trio.sleep(PROGRESS_EVERY)
 
 
 #: Longest pause between two attempts of a stopping mount to save data it still holds.
@@ -374,12 +439,14 @@ async def _hold(core: FsCore, held: list[Node], config: MountConfig) -> None:
             log.error(
                 "not exiting: %d file(s), %d bytes, are neither in the bucket nor in a recovery "
                 "copy, only in this process: %s; retrying the upload to bucket %r, else a copy "
-                "in %s, until one succeeds (SIGTERM is ignored; SIGKILL would lose them)",
+                "in %s, until one succeeds (SIGTERM is ignored; SIGKILL would lose them); "
+                "this attempt: %d%% sent",
                 len(held),
                 total,
                 _sizes(held),
                 config.bucket,
                 places,
+                core.upload_progress(held).percent,
             )
             await trio.sleep(period)
 
@@ -438,7 +505,22 @@ async def _stop(core: FsCore, config: MountConfig) -> int:
     with trio.CancelScope(shield=True):
         nodes = core.unsaved()
         paths = {node.ino: node.path for node in nodes}
-        await core.flush_all()
+        began = trio.current_time()
+        async with trio.open_nursery() as progress:
+            if nodes:
+                progress.start_soon(_report_progress, core, nodes)
+            await core.flush_all()
+            progress.cancel_scope.cancel()
+        if nodes:
+            done = core.upload_progress(nodes)
+            log.info(
+                "uploaded %d of %d file(s), %s of %s, in %.1fs",
+                sum(1 for node in nodes if not node.dirty),
+                len(nodes),
+                human_bytes(done.bytes_done),
+                human_bytes(done.bytes_total),
+                trio.current_time() - began,
+            )
         held = _held(core, nodes)
         unmounted = bool(held)  # pyfuse3.close only once: a second one is a double free
         if held:
