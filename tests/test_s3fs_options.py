@@ -201,6 +201,16 @@ def test_s3fs_only_options_are_noted_once_each() -> None:
     assert parse_options(["uid=1"]).s3fs_notes == []
 
 
+def test_s3fs_spellings_are_answered_with_ours_once() -> None:
+    """An alias works, and the mount says once what s3fmfs calls it: "url is endpoint here"."""
+    opts = parse_options(["url=http://a:1,use_path_request_style", "url=http://b:2"])
+    assert (opts.endpoint, opts.path_style) == ("http://b:2", True)
+    assert opts.s3fs_notes == [
+        "s3fs option url: endpoint here",
+        "s3fs option use_path_request_style: path_style here",
+    ]
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [

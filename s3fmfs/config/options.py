@@ -813,6 +813,8 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
                 opts.region = value
                 _note(opts, f"s3fs option endpoint={value}: the region (region=)")
                 continue
+            if name != spec.name:  # s3fs's spelling: say ours once, e.g. "url is endpoint here"
+                _note(opts, f"s3fs option {name}: {spec.name} here")
             if spec.bare is not None and not has_value:
                 has_value, value = True, spec.bare
             if not spec.takes_value:
