@@ -47,7 +47,7 @@ def core_of(store: MemStore, time: FakeTime, **options: Any) -> FsCore:
     return make_core(store, time=time, **TTLS, **options)
 
 
-# -- names and values, pure --------------------------------------------------------------------------
+# -- names and values, pure ------------------------------------------------------------------------
 
 VALUES = [
     b"blue",
@@ -89,7 +89,7 @@ def test_s3fs_map_format_both_ways() -> None:
     assert xattrs.parse_s3fs_map('{"bad,"user.ok":"b2s="}') == {"user.ok": b"ok"}
 
 
-# -- set, get, list, remove ---------------------------------------------------------------------------
+# -- set, get, list, remove ------------------------------------------------------------------------
 
 
 async def test_user_attribute_is_a_metadata_header_kept_by_a_copy(
@@ -180,7 +180,7 @@ async def test_chmod_and_rename_keep_the_attributes(store: MemStore, time: FakeT
     assert await again.getxattr(ino2, b"user.k") == b"v"
 
 
-# -- no request once the attributes are known ---------------------------------------------------------
+# -- no request once the attributes are known ------------------------------------------------------
 
 
 async def test_listxattr_after_stat_sends_nothing(store: MemStore, time: FakeTime) -> None:
@@ -210,7 +210,7 @@ async def test_listxattr_of_a_listed_entry_costs_one_head(store: MemStore, time:
     assert requests(store) - before == 1 and store.calls["head"] >= 1
 
 
-# -- files with unsaved content ---------------------------------------------------------------------
+# -- files with unsaved content --------------------------------------------------------------------
 
 
 async def test_attributes_of_an_unsaved_file_ride_on_its_upload(
@@ -239,7 +239,9 @@ async def test_attributes_of_an_unsaved_file_ride_on_its_upload(
     assert requests(store) == before
 
 
-async def test_an_open_file_written_after_a_change_keeps_it(store: MemStore, time: FakeTime) -> None:
+async def test_an_open_file_written_after_a_change_keeps_it(
+    store: MemStore, time: FakeTime
+) -> None:
     store.put_object("f", b"old", {"mode": "33188", "keep": "1"})
     core = core_of(store, time)
     ino, _ = await walk(core, "f")
@@ -258,7 +260,7 @@ async def test_an_open_file_written_after_a_change_keeps_it(store: MemStore, tim
     assert obj.metadata["keep"] == "1" and obj.metadata["late"] == "2"
 
 
-# -- directories and the root -------------------------------------------------------------------------
+# -- directories and the root ----------------------------------------------------------------------
 
 
 async def test_directories_keep_them_on_their_marker(store: MemStore, time: FakeTime) -> None:
@@ -318,7 +320,7 @@ async def test_s3fs_xattr_map_is_read_and_kept(store: MemStore, time: FakeTime) 
     assert await core.listxattr(ino) == [b"user.shared"]
 
 
-# -- s3.* -------------------------------------------------------------------------------------------
+# -- s3.* ------------------------------------------------------------------------------------------
 
 
 async def test_virtual_attributes_are_readable_never_listed_nor_set(
