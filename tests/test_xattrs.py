@@ -11,14 +11,19 @@ import os
 import urllib.parse
 from typing import Any
 
+import httpx
 import pytest
 
+from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.fs import xattrs
 from s3fmfs.fs.core import FsCore
 from s3fmfs.fs.errno_map import FsError
 from s3fmfs.fs.inodes import ROOT_INODE
+from s3fmfs.fs.s3store import S3Store
 from tests.support.core import FakeTime, listdir, make_core, walk, write_file
 from tests.support.memstore import MemStore
+from tests.support.servers import unique_bucket
+from tests.support.stores import CountingStore
 
 TTLS: dict[str, Any] = {"stat_ttl": 60, "dir_ttl": 60, "neg_ttl": 60}
 
@@ -342,3 +347,47 @@ async def test_virtual_attributes_are_readable_never_listed_nor_set(
     assert await core.listxattr(ino) == []
     dino, _ = await core.mkdir(ROOT_INODE, b"d", 0o755, 0, 0)
     assert await errno_of(core.getxattr(dino, b"s3.url")) == errno.ENODATA
+
+
+# -- over moto, through the real store, counted ----------------------------------------------------
+
+
+async def test_over_moto_stat_then_listxattr_sends_nothing(
+    conn: S3fmAuthConnection, s3: Any
+) -> None:
+    bucket = unique_bucket("xattr")
+    await conn.create_bucket(bucket)
+    for i in range(4):
+        s3.put_object(Bucket=bucket, Key=f"d/f{i}", Body=b"x" * 50_000, Metadata={"n": str(i)})
+    s3.put_object(Bucket=bucket, Key="d/rr", Body=b"rr", StorageClass="REDUCED_REDUNDANCY")
+    store = CountingStore(S3Store(conn, bucket))
+    core = make_core(store, **TTLS)
+    dino, _ = await walk(core, "d")
+    entries = await listdir(core, dino)  # ls -l
+    before = store.total()
+    for i in range(4):
+        ino = entries[f"f{i}"][0]
+        assert await core.listxattr(ino) == [b"user.n"]
+        assert await core.getxattr(ino, b"user.n") == str(i).encode()
+        assert await core.getxattr(ino, b"s3.etag")
+    assert store.total() == before
+    rr = entries["rr"][0]
+    heads = store.count("head")
+    assert await core.getxattr(rr, b"s3.storage-class") == b"REDUCED_REDUNDANCY"
+    assert store.count("head") == heads + 1  # a fact only a HEAD tells
+    url = (await core.getxattr(rr, b"s3.url")).decode()
+    assert url.startswith(f"http://{conn.server}:{conn.port}/{bucket}/d/rr?")
+    async with httpx.AsyncClient(trust_env=False) as client:
+        assert (await client.get(url)).content == b"rr"
+    # set through the real store: one HEAD, one copy, the bytes and other metadata kept
+    ino = entries["f0"][0]
+    heads, copies = store.count("head"), store.count("copy")
+    await core.setxattr(ino, "user.ünï".encode(), b"\x00\x01")
+    await core.setxattr(ino, b"user.text", "é".encode())
+    assert (store.count("head") - heads, store.count("copy") - copies) == (2, 2)
+    head = s3.head_object(Bucket=bucket, Key="d/f0")
+    assert head["Metadata"]["n"] == "0" and head["ContentLength"] == 50_000
+    again = make_core(CountingStore(S3Store(conn, bucket)), **TTLS)
+    ino2, _ = await walk(again, "d/f0")
+    assert await again.getxattr(ino2, "user.ünï".encode()) == b"\x00\x01"
+    assert await again.getxattr(ino2, b"user.text") == "é".encode()
