@@ -155,3 +155,45 @@ def test_s3fs_use_xattr_objects_show_their_attributes(mnt: Path, s3: Any, bucket
     )
     got = user_xattrs(mnt / "s3fs.txt")
     assert got == {"user.from-s3fs": b"written by s3fs", "user.Upper": b"\x00\x01"}
+
+
+@pytest.mark.skipif(shutil.which("s3fs") is None, reason="needs s3fs-fuse (apt install s3fs)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="s3fs's mounts here run as root")
+def test_side_by_side_with_s3fs_use_xattr(
+    moto: S3Server, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    """s3fs-fuse with ``use_xattr`` and s3fmfs on one bucket: each reads the map names the
+    other wrote; a name s3fmfs keeps in its own header is s3fmfs's alone (documented)."""
+    from tests.test_s3fs_interop import S3FMFS_ONLY, S3FS_ONLY, fstab_options, s3fs_mounted
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{moto.access_key_id}:{moto.secret_access_key}\n")
+    passwd.chmod(0o600)
+    options = f"{fstab_options(moto, passwd)},use_xattr"
+    (tmp_path / "ours").mkdir()
+    with (
+        s3fs_mounted(bucket, f"{options},{S3FS_ONLY}", tmp_path / "s3fs") as theirs,
+        mounted(
+            moto,
+            bucket,
+            options=[*options.split(","), *S3FMFS_ONLY.split(",")],
+            tmp_path=tmp_path / "ours",
+        ) as ours,
+    ):
+        (theirs / "by-s3fs").write_bytes(b"s")
+        os.setxattr(theirs / "by-s3fs", "user.Tag", b"T\x00\xff")
+        os.setxattr(theirs / "by-s3fs", "user.plain", b"p")
+        assert user_xattrs(ours / "by-s3fs") == {"user.Tag": b"T\x00\xff", "user.plain": b"p"}
+        # a change here keeps s3fs's other names, and the mode s3fs wrote
+        os.setxattr(ours / "by-s3fs", "user.Added Here", b"a")
+        assert user_xattrs(theirs / "by-s3fs") == {
+            "user.Tag": b"T\x00\xff",
+            "user.plain": b"p",
+            "user.Added Here": b"a",
+        }
+        assert (theirs / "by-s3fs").read_bytes() == b"s"
+        (ours / "by-us").write_bytes(b"o")
+        os.setxattr(ours / "by-us", "user.CamelCase", b"c")
+        os.setxattr(ours / "by-us", "user.lower", b"l")
+        assert user_xattrs(theirs / "by-us") == {"user.CamelCase": b"c"}  # lower: a header
+        assert user_xattrs(ours / "by-us") == {"user.CamelCase": b"c", "user.lower": b"l"}
