@@ -47,6 +47,7 @@ from .errno_map import FsError
 from .inodes import ROOT_INODE, Node
 from .namespace import Namespace
 from .pins import Pins
+from .store import PresigningStore
 
 USER = "user."
 #: Read-only attributes from the object itself (goofys's ``s3.etag``, ``s3.storage-class``).
@@ -288,16 +289,15 @@ class Xattrs:
         if ino == ROOT_INODE and not self.ns.keys.prefix:
             raise FsError(errno.ENODATA)
         if self.ns.is_local(node):
-            raise FsError(errno.ENODATA)  # not uploaded yet: no object to speak of
+            raise FsError(errno.ENODATA)  # unsaved content: no object that holds it yet
         attr = self.ns.root_attr if ino == ROOT_INODE else await self._getattr(ino)
         key = self._key(node, attr)
         if name == "s3.url":
             if attr.kind is Kind.DIR:
                 raise FsError(errno.ENODATA)
-            presign = getattr(self.ns.store, "presign_get", None)
-            if presign is None:
+            if not isinstance(self.ns.store, PresigningStore):
                 raise FsError(errno.ENODATA)
-            return str(presign(key, URL_EXPIRES)).encode("ascii")
+            return self.ns.store.presign_get(key, URL_EXPIRES).encode("ascii")
         if name == "s3.etag" and attr.etag:
             return attr.etag.strip('"').encode("ascii", "replace")
         info = await self.ns.head(key)
