@@ -305,7 +305,7 @@ async def test_s3fs_xattr_map_is_read_and_kept(store: MemStore, time: FakeTime) 
     raw = (
         '{"user.from_s3fs":"'
         + base64.b64encode(b"s3fs \x00 value").decode()
-        + '","system.posix_acl_access":"AgAAAA==","user.shared":"b2xk"}'
+        + '","system.posix_acl_access":"AgAAAA==","user.shared":"b2xk","user.mode":"MQ=="}'
     )
     store.put_object("f", b"x", {"mode": "33188", "xattr": urllib.parse.quote(raw, safe="/")})
     core = core_of(store, time)
@@ -316,11 +316,18 @@ async def test_s3fs_xattr_map_is_read_and_kept(store: MemStore, time: FakeTime) 
     await core.setxattr(ino, b"user.shared", b"new")
     meta = store.objects["f"].metadata
     assert meta["shared"] == "new"
+    assert await errno_of(core.getxattr(ino, b"user.mode")) == errno.ENODATA  # hidden, kept
+    acl = b"\x02\0\0\0"
     kept = xattrs.parse_s3fs_map(meta["xattr"])
-    assert kept == {"user.from_s3fs": b"s3fs \x00 value", "system.posix_acl_access": b"\x02\0\0\0"}
+    assert kept == {
+        "user.from_s3fs": b"s3fs \x00 value",
+        "system.posix_acl_access": acl,
+        "user.mode": b"1",
+    }
     await core.removexattr(ino, b"user.from_s3fs")
     assert xattrs.parse_s3fs_map(store.objects["f"].metadata["xattr"]) == {
-        "system.posix_acl_access": b"\x02\0\0\0"
+        "system.posix_acl_access": acl,
+        "user.mode": b"1",
     }
     assert await core.listxattr(ino) == [b"user.shared"]
 

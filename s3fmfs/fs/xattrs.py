@@ -28,7 +28,8 @@ Invariants:
   metadata, the content type and the bytes kept: ``Namespace.write_file_meta``); of a file
   with unsaved content, it rides on its upload (``Content.extra_meta``), no request.
 - The whole user metadata sent (names and values, s3fmfs's own included) stays within S3's
-  2 KB (``META_LIMIT``): more is E2BIG, checked before any request.
+  2 KB (``META_LIMIT``): more is E2BIG, checked before the copy (or before an unsaved file
+  takes it).
 - Other namespaces (``security.*``, ``system.*``, ``trusted.*``, anything else) are ENOTSUP:
   ``ls -l`` and ``cp -a`` asking for ACLs or SELinux labels stay quiet.
 """
@@ -151,9 +152,15 @@ def names(meta: Mapping[str, str]) -> list[str]:
     found = [USER + k for k in sorted(meta) if _in_header(meta, k)]
     seen = set(found)
     for name in sorted(_map_of(meta)):
-        if name.startswith(USER) and len(name) > len(USER) and name not in seen:
+        if _shown_from_map(name) and name not in seen:
             found.append(name)
     return found
+
+
+def _shown_from_map(name: str) -> bool:
+    """Whether a name of s3fs's map is an attribute here (``user.*``, not a reserved name)."""
+    rest = name[len(USER) :]
+    return name.startswith(USER) and bool(rest) and rest.lower() not in S3FS_META
 
 
 def value(meta: Mapping[str, str], name: str) -> bytes | None:
@@ -161,7 +168,7 @@ def value(meta: Mapping[str, str], name: str) -> bytes | None:
     rest = name[len(USER) :]
     if _in_header(meta, rest):
         return decode_value(meta[rest])
-    return _map_of(meta).get(name)
+    return _map_of(meta).get(name) if _shown_from_map(name) else None
 
 
 def meta_size(metadata: Mapping[str, str]) -> int:
