@@ -102,12 +102,16 @@ def test_rsync_ax_and_cp_a_both_ways(mnt: Path, tmp_path: Path) -> None:
     (src / "sub" / "b.bin").write_bytes(bytes(range(256)))
     os.setxattr(src / "a.txt", "user.origin", b"local")
     os.setxattr(src / "a.txt", "user.blob", b"\x00\x01\x02\xfe")
+    os.setxattr(src / "a.txt", "user.CamelName", "é".encode())
     os.setxattr(src / "sub" / "b.bin", "user.n", b"42")
     os.setxattr(src / "sub", "user.folder", b"1")
     run("rsync", "-aX", f"{src}/", f"{mnt}/data/")
     assert user_xattrs(mnt / "data" / "a.txt") == user_xattrs(src / "a.txt")
     assert user_xattrs(mnt / "data" / "sub" / "b.bin") == {"user.n": b"42"}
     assert user_xattrs(mnt / "data" / "sub") == {"user.folder": b"1"}
+    # exact round trip: a second run finds nothing to change (rsync compares the xattrs)
+    again = run("rsync", "-aX", "--itemize-changes", f"{src}/", f"{mnt}/data/").stdout
+    assert again == ""
     back = tmp_path / "back"
     run("rsync", "-aX", f"{mnt}/data/", f"{back}/")
     for rel in ("a.txt", "sub/b.bin", "sub"):
