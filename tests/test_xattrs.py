@@ -398,3 +398,13 @@ async def test_over_moto_stat_then_listxattr_sends_nothing(
     ino2, _ = await walk(again, "d/f0")
     assert await again.getxattr(ino2, "user.ünï".encode()) == b"\x00\x01"
     assert await again.getxattr(ino2, b"user.text") == "é".encode()
+
+
+async def test_with_nometa_attributes_are_asked_for(store: MemStore, time: FakeTime) -> None:
+    """``nometa`` stats without HEADs: the metadata is unknown, so listxattr asks."""
+    store.put_object("f", b"x", {"k": "v"})
+    core = core_of(store, time, nometa=True)
+    ino, _ = await walk(core, "f")
+    heads = store.calls["head"]
+    assert await core.listxattr(ino) == [b"user.k"]
+    assert store.calls["head"] == heads + 1
