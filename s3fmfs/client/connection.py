@@ -21,6 +21,7 @@ import datetime
 import os
 import ssl
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -41,6 +42,9 @@ from ._signing_types import Credentials
 from .models import CallingFormat
 from .retry import RetryPolicy
 from .stats import RequestStats
+
+if TYPE_CHECKING:
+    from .presign import QueryStringAuthGenerator
 
 #: Bodies above this size are spooled to a temporary file by ``get`` (python-s3's spool_size).
 DEFAULT_SPOOL_SIZE = 8 << 20
@@ -142,6 +146,26 @@ class S3fmAuthConnection(PythonS3Operations, ExtendedOperations, MultipartOperat
             f"S3fmAuthConnection(server={self.server!r}, port={self.port}, "
             f"signature={self.signature!r}, access_key_id={self.aws_access_key_id!r})"
         )
+
+    def url_generator(self, expires_in: int) -> QueryStringAuthGenerator:
+        """Presigned URLs for this connection's endpoint, credentials, signature and region,
+        valid ``expires_in`` seconds (the filesystem's ``s3.url`` attribute)."""
+        from .presign import QueryStringAuthGenerator  # (presign imports this module)
+
+        creds = self._engine.credentials
+        gen = QueryStringAuthGenerator(
+            creds.access_key_id,
+            creds.secret_access_key,
+            self.is_secure,
+            self.server,
+            self.port,
+            self.calling_format,
+            signature=self.signature,
+            region=self.region,
+            session_token=creds.session_token,
+        )
+        gen.set_expires_in(expires_in)
+        return gen
 
     @property
     def stats(self) -> RequestStats:

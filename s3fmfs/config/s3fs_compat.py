@@ -167,7 +167,8 @@ S3FS_ONLY: dict[str, S3fsOnly] = {
         S3fsOnly(
             "use_xattr",
             "any",
-            "not supported: extended attributes are not stored",
+            "always on here: user.* attributes are x-amz-meta-* headers; s3fs's x-amz-meta-xattr "
+            "map is read and kept",
         ),
         S3fsOnly(
             "ahbe_conf",

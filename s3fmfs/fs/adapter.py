@@ -266,6 +266,26 @@ class S3fmOperations(pyfuse3.Operations):
         with _fuse_errors("release"):
             await self.core.release(fh)
 
+    # -- extended attributes (``xattrs``; pyfuse3 does ERANGE, XATTR_CREATE and XATTR_REPLACE)
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        with _fuse_errors("getxattr"):
+            return await self.core.getxattr(inode, name)
+
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        with _fuse_errors("setxattr"):
+            await self.core.setxattr(inode, name, value)
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        with _fuse_errors("listxattr"):
+            return await self.core.listxattr(inode)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        with _fuse_errors("removexattr"):
+            await self.core.removexattr(inode, name)
+
     # -- the filesystem ------------------------------------------------------------------------
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -7,6 +7,9 @@ Invariants:
   falls back to the mount's defaults (modes, owner) and LastModified (mtime; also for an
   mtime at or before the epoch, like s3fs's ``-1``).
 - Times are integer nanoseconds since the epoch (pyfuse3's ``st_*_ns``).
+- ``Attr.meta`` is the object's other user metadata (``user_meta``: all but s3fs-fuse's own
+  names), kept with the attributes so that ``listxattr`` needs no request; None when unknown
+  (a listing's attributes, a directory without an object, a node made here).
 - s3fs's older directory forms are read: an object without a trailing slash is a directory
   when its ``mode`` says so or its Content-Type is ``application/x-directory`` (or
   ``httpd/unix-directory``), known only from a HEAD; ``name_$folder$`` is a directory
@@ -35,6 +38,8 @@ META_MTIME = "mtime"
 OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
 #: s3fs-fuse also writes ``atime`` and ``ctime``; we read neither, and drop ``ctime`` on write.
 META_CTIME = "ctime"
+#: Names s3fs-fuse gives its own metadata: never user metadata (extended attributes).
+S3FS_META = (*OUR_META, META_CTIME, "atime", "rdev", "xattr")
 
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
 #: Content types that make an object without a trailing slash a directory (s3fs reads both).
@@ -125,6 +130,7 @@ class Attr:
     etag: str = ""
     complete: bool = True
     old_forms: tuple[str, ...] = ()  # a directory's objects in s3fs's older forms (keys)
+    meta: tuple[tuple[str, str], ...] | None = None  # other user metadata (``user_meta``)
 
     def with_changes(self, **changes: object) -> Attr:
         """A copy with some fields changed (type bits of a new mode follow ``kind``)."""
@@ -185,6 +191,12 @@ def _mtime_meta(metadata: Mapping[str, str]) -> int | None:
     return whole * NS + nanos
 
 
+def user_meta(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The user metadata an object keeps besides s3fs-fuse's own (``mode``, ``uid``, ``gid``,
+    ``mtime``, ``ctime``), sorted: what ``Attr.meta`` holds (s3fs's ``xattr`` map included)."""
+    return tuple(sorted((k, v) for k, v in metadata.items() if k not in (*OUR_META, META_CTIME)))
+
+
 def kind_from_mode(mode: int | None, default: Kind) -> Kind:
     """A non-directory object is a symlink when its mode says so; keys decide directories."""
     if default is Kind.DIR or mode is None:
@@ -230,6 +242,7 @@ def attr_from_object(
         etag=etag,
         complete=metadata is not None,
         old_forms=old_forms,
+        meta=None if metadata is None else user_meta(metadata),
     )
 
 

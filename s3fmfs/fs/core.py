@@ -6,6 +6,7 @@ Tests drive it directly, without a mount; ``adapter`` only translates types and 
     namespace.Namespace   inodes, caches, paths ↔ keys; lookup, getattr, resolving paths
     listing.Listings      directory listings, readdir snapshots
     changes.Changes       mkdir, rmdir, symlink, unlink, rename (the key work, tree claims)
+    xattrs.Xattrs         extended attributes: user.* as object metadata, s3.* read-only
     handles.Handles       open files and directories, reads (pins, read-ahead), release
     files.Files           buffers written and saved; every ``content.Content`` transition
     upload.Uploader       the one upload engine (PUT, multipart streamed or whole, recovery)
@@ -52,6 +53,7 @@ from .recovery import RecoveryFolder
 from .settings import FsSettings
 from .store import ObjectStore
 from .upload import Uploader
+from .xattrs import Xattrs
 
 __all__ = [
     "RENAME_EXCHANGE",
@@ -163,6 +165,7 @@ class FsCore:
         self.listings = Listings(self.ns)
         self.ns.list_folder = self.listings.list_for_lookups  # lookups answered by listings
         self.changes = Changes(self.ns, self.files, self.pins)
+        self.xattrs = Xattrs(self.ns, self.pins)  # extended attributes (``xattrs``)
         # what tests and the lifecycle look at
         self.keys = self.ns.keys
         self.inodes = self.ns.inodes
@@ -450,6 +453,20 @@ class FsCore:
             if node.path_attached:
                 ns.cache.note_exists(node.path, new)
         return new
+
+    # -- extended attributes (``xattrs``) ------------------------------------------------------
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        return await self.xattrs.getxattr(ino, name)
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        await self.xattrs.setxattr(ino, name, value)
+
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return await self.xattrs.listxattr(ino)
+
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        await self.xattrs.removexattr(ino, name)
 
     # -- misc ------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ import trio
 
 from ..client.errors import PreconditionFailed
 from . import limits
-from .attrs import OUR_META, metadata_of
+from .attrs import OUR_META, metadata_of, user_meta
 from .content import ContentState
 from .errno_map import FsError
 from .inodes import Node
@@ -277,7 +277,9 @@ class Files:
         await self.ns.object_changed(key)
         if node.unlinked or node.path != path:
             return  # unlinked or renamed while uploading: the rename/unlink handled the keys
-        attr = attr.with_changes(etag=result.etag, complete=True)
+        attr = attr.with_changes(
+            etag=result.etag, complete=True, meta=user_meta(node.content.extra_meta)
+        )
         node.attr = attr
         self.ns.cache.note_exists(path, attr)
 

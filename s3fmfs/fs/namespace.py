@@ -69,6 +69,7 @@ from .attrs import (
     is_dir_object,
     metadata_of,
     truncate_to_seconds,
+    user_meta,
 )
 from .bodies import SMALL
 from .cache import Listing, MetadataCache
@@ -95,6 +96,10 @@ MAX_SKIPPED_LOGGED = 10_000
 #: folders counted at most.
 LIST_AFTER_MISSES = 3
 MAX_MISS_FOLDERS = 1024
+
+#: Changes an object's other user metadata (given a copy; returns what to keep), or raises
+#: ``FsError`` (``xattrs``: a missing name, a map too large).
+MetaEdit = Callable[[dict[str, str]], dict[str, str]]
 
 
 def content_type_of(path: str) -> str:
@@ -616,31 +621,42 @@ class Namespace:
         node.link_target = (etag, target)
         return target
 
-    async def write_file_meta(self, path: str, attr: Attr, pin: Pin | None = None) -> Attr:
+    async def write_file_meta(
+        self, path: str, attr: Attr, pin: Pin | None = None, edit: MetaEdit | None = None
+    ) -> Attr:
         """Copy the object onto itself with new metadata; a pin on the version copied follows
-        it (same bytes; the copy's ETag may differ, as for a multipart object)."""
+        it (same bytes; the copy's ETag may differ, as for a multipart object). ``edit``
+        changes the other user metadata kept (extended attributes: ``xattrs``)."""
         key = self.keys.file_key(path)
         info = await self.store.head(key)
         if info is None:
             raise FsError(errno.ENOENT)
         keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+        if edit is not None:
+            keep = edit(keep)
         result = await self.store.copy(
             key, key, metadata_of(attr, keep), info.content_type or content_type_of(path)
         )
         await self.object_changed(key)
-        new = attr.with_changes(etag=result.etag or info.etag, complete=True)
+        new = attr.with_changes(etag=result.etag or info.etag, complete=True, meta=user_meta(keep))
         if pin is not None and pin.etag == info.etag:
             pin.etag, pin.attr = new.etag, new.with_changes(size=pin.size)
         return new
 
-    async def write_dir_meta(self, path: str, attr: Attr) -> Attr:
+    async def write_dir_meta(self, path: str, attr: Attr, edit: MetaEdit | None = None) -> Attr:
+        """A directory's metadata on its marker (made when implicit); ``edit`` as for files."""
         marker = self.keys.dir_prefix(path)
         info = await self.store.head(marker)
         if info is None:  # implicit: make it explicit, with the metadata
-            result = await self.store.put(marker, b"", metadata_of(attr), DIRECTORY_CONTENT_TYPE)
+            keep = {} if edit is None else edit({})
+            result = await self.store.put(
+                marker, b"", metadata_of(attr, keep), DIRECTORY_CONTENT_TYPE
+            )
         else:
             keep = {k: v for k, v in (info.metadata or {}).items() if k not in OUR_META}
+            if edit is not None:
+                keep = edit(keep)
             result = await self.store.copy(
                 marker, marker, metadata_of(attr, keep), info.content_type or DIRECTORY_CONTENT_TYPE
             )
-        return attr.with_changes(etag=result.etag, complete=True)
+        return attr.with_changes(etag=result.etag, complete=True, meta=user_meta(keep))

@@ -97,6 +97,8 @@ def _info(key: str, resp: Response) -> ObjectInfo:
         last_modified_ns=parse_s3_time(resp.last_modified),
         metadata=resp.metadata,
         content_type=resp.content_type,
+        storage_class=resp.getheader("x-amz-storage-class") or "",
+        version_id=resp.getheader("x-amz-version-id") or "",
     )
 
 
@@ -276,6 +278,10 @@ class S3Store:
             self.bucket, src, self.bucket, dst, metadata=metadata, headers=headers
         )
         return PutResult(etag=resp.etag)
+
+    def presign_get(self, key: str, expires: int) -> str:
+        """A presigned GET of ``key`` (a ``PresigningStore``), signed as the connection signs."""
+        return self.conn.url_generator(expires).generate_url("GET", self.bucket, key)
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(NoSuchKey):  # some services answer 404 where S3 says 204

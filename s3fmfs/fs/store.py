@@ -18,6 +18,8 @@ Invariants:
   stopping early.
 - ``copy`` with ``metadata=None`` keeps the source's metadata (COPY); with a mapping it
   replaces it (REPLACE), and ``content_type`` is kept only if given.
+- ``presign_get`` (optional: ``PresigningStore``) makes a URL that GETs the object without
+  credentials until it expires; it sends no request.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ObjectInfo:
     last_modified_ns: int = 0
     metadata: Mapping[str, str] | None = None
     content_type: str = ""
+    storage_class: str = ""  # from a HEAD; "" when not said (STANDARD)
+    version_id: str = ""  # from a HEAD of a versioned bucket's object
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,15 @@ class WholeStore(Protocol):
     async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
         """What ``head`` answers for ``key`` and its whole body (None: no such object); with
         ``if_match``, of that version only (another one: ``PreconditionFailed``)."""
+        ...
+
+
+@runtime_checkable
+class PresigningStore(Protocol):
+    """A store that can hand out presigned GET URLs (the ``s3.url`` extended attribute)."""
+
+    def presign_get(self, key: str, expires: int) -> str:
+        """A URL that GETs ``key`` for ``expires`` seconds, without credentials."""
         ...
 
 

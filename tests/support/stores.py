@@ -103,6 +103,10 @@ class CountingStore:
         self._hit("copy")
         return await self.inner.copy(src, dst, metadata, content_type)
 
+    def presign_get(self, key: str, expires: int) -> str:
+        self._hit("presign_get")
+        return self.inner.presign_get(key, expires)
+
     async def delete(self, key: str) -> None:
         self._hit("delete")
         await self.inner.delete(key)
