@@ -41,6 +41,7 @@ from .attrs import Attr, Kind
 from .errno_map import FsError
 from .files import Files
 from .inodes import Node
+from .integrity import SequentialCheck, of_store
 from .namespace import Namespace
 from .pins import REPIN_ATTEMPTS, Pin, Pins
 from .readahead import ReadAhead, ReadBudget
@@ -60,6 +61,7 @@ class Handle:
     pin: Pin | None = None  # the version its reads come from (None: a local file's buffer)
     stale_logged: bool = False
     body: tuple[str, bytes] | None = None  # (ETag, bytes) of a small object its GET brought
+    check: SequentialCheck | None = None  # MD5 of the bytes read in order (``integrity``)
 
 
 @dataclass
@@ -231,14 +233,26 @@ class Handles:
         key = self.ns.keys.file_key(handle.node.path)
         store = self.ns.store
 
+        check = handle.check
+        if check is None or check.etag != etag:
+            integrity = of_store(store)
+            check = handle.check = integrity.sequential(etag, known) if integrity else None
+
         async def stream(start: int, length: int, sink: Sink) -> None:
             end = start + length - 1
-            if isinstance(store, StreamingStore):  # chunks as they arrive
+            whole = check is not None and start == 0 and length >= known
+            if isinstance(store, StreamingStore) and not whole:  # chunks as they arrive
                 await store.get_range_into(key, start, end, sink, if_match=etag)
-            else:
-                await sink(await store.get_range(key, start, end, if_match=etag))
+            else:  # the whole object (one GET, checked and fetched again by the store)
+                data = await store.get_range(key, start, end, if_match=etag)
+                if whole and check is not None and len(data) == known:
+                    check.done = True  # checked whole: no need to hash it again
+                await sink(data)
 
-        return await handle.readahead.read(offset, size, known, handle.node.version, stream)
+        data = await handle.readahead.read(offset, size, known, handle.node.version, stream)
+        if check is not None:
+            await check.feed(offset, data)  # at the end: ChecksumMismatch (EIO) if wrong
+        return data
 
     async def repin(self, node: Node, pin: Pin, etag: str) -> bool:
         """The object is no longer version ``etag``: HEAD it (its attributes are kept, for the

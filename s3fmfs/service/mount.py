@@ -60,6 +60,7 @@ from ..config.options import MountOptions, OptionError
 from ..fs.adapter import S3fmOperations
 from ..fs.core import FsCore
 from ..fs.inodes import Node
+from ..fs.integrity import Integrity
 from ..fs.s3store import S3Store
 from . import sdnotify
 from .connection import connection_for, describe_failure, mount_retry
@@ -305,6 +306,7 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
             page_size=config.options.list_object_max_keys,
             journal=kept.journal,
             headers=headers,
+            integrity=Integrity(enabled=not config.options.no_checksum),
         )
         core = FsCore(
             store,

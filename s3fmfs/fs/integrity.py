@@ -1,0 +1,252 @@
+"""End-to-end integrity: what is checked against the MD5 of the bytes, and what a mismatch does.
+
+The client only carries things (it sends a ``Content-MD5`` header it is given and returns the
+ETag and headers the service answered); the policy lives here and is applied by the store
+(``s3store.S3Store``) and, for sequential reads in ranged GETs, by ``handles``.
+
+Invariants:
+- Uploads: every PUT and part goes with ``Content-MD5`` (a service that checks it refuses a body
+  changed on the way), and the ETag answered is compared with the local MD5 (a service that
+  does not check, or a body changed after the check: the ETag of what was stored). A multipart
+  upload's final ETag is compared with md5(part MD5s) + ``-N``. An answer whose headers say the
+  ETag is not an MD5 (SSE-KMS, SSE-C) is not compared.
+- Downloads read by one GET (whole objects: lookups' bodies, ``get_range(key, 0, None)``) are
+  compared with a single-part MD5 ETag (32 hex digits, no ``-``) unless their headers say
+  SSE-KMS/SSE-C. A mismatch there fetches again.
+- A mismatch is resent or fetched again up to ``Integrity.attempts`` times in all, then raises
+  ``ChecksumMismatch`` (EIO, ``errno_map``): a write is never reported done with wrong bytes
+  stored (a single PUT stored wrong is overwritten by its resend; a failing upload is an error,
+  and the upload engine keeps the data in the recovery folder), a read never returns bytes
+  known to be wrong.
+- ``SequentialCheck``: the bytes a handle returned, accumulated in offset order (reads that
+  come slightly out of order are held until the gap fills, up to ``HOLD_LIMIT`` bytes); at
+  the end of the object its MD5 is compared with the ETag. A mismatch is an EIO of the read
+  that reached the end and an error line in the log (the bytes before were already returned:
+  the application learns it at its last read, never silently).
+- Hashing never holds the trio loop for long: bodies above ``INLINE_LIMIT`` are hashed in a
+  worker thread (hashlib releases the GIL), one at a time per check (the MD5 is sequential).
+- ``Integrity(enabled=False)`` (``-o no_checksum``) checks nothing and sends no Content-MD5.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+log = logging.getLogger("s3fmfs.fs")
+
+#: Bodies up to this are hashed on the trio thread (about 0.2 ms); bigger ones in a thread.
+INLINE_LIMIT = 128 << 10
+#: Bytes a ``SequentialCheck`` holds ahead of a gap (reads out of order) before giving up.
+HOLD_LIMIT = 8 << 20
+#: Resends (or fetches) in all for one body whose check failed.
+ATTEMPTS = 4
+#: ETags remembered as not being an MD5 (seen with SSE headers on a GET).
+OPAQUE_REMEMBERED = 4096
+CHUNK = 1 << 20
+
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+T = TypeVar("T")
+
+
+class ChecksumMismatch(Exception):
+    """The bytes stored or received are not those sent or stored (EIO)."""
+
+
+def plain_md5(etag: str) -> str | None:
+    """The hex MD5 a single-part ETag is (quotes dropped), None when it is not one (multipart
+    ``-N``, empty, anything else)."""
+    tag = etag.strip().strip('"').lower()
+    return tag if _MD5_ETAG.match(tag) else None
+
+
+def opaque(headers: Mapping[str, str] | Any) -> bool:
+    """Whether an answer's headers say its ETag is not the MD5 of the bytes (SSE-KMS, SSE-C)."""
+    sse = str(headers.get("x-amz-server-side-encryption", "") or "").lower()
+    customer = headers.get("x-amz-server-side-encryption-customer-algorithm", "")
+    return sse.startswith("aws:kms") or bool(customer)
+
+
+def multipart_etag(part_md5s: list[str]) -> str:
+    """The ETag S3 gives a multipart upload of parts with these hex MD5s."""
+    joined = b"".join(binascii.unhexlify(m) for m in part_md5s)
+    return f"{hashlib.md5(joined).hexdigest()}-{len(part_md5s)}"
+
+
+def content_md5(hex_md5: str) -> str:
+    """The ``Content-MD5`` header's value (base64 of the digest)."""
+    return base64.b64encode(binascii.unhexlify(hex_md5)).decode()
+
+
+async def md5_bytes(data: bytes | bytearray | memoryview) -> str:
+    """Hex MD5 of ``data`` (in a thread when big)."""
+    if len(data) <= INLINE_LIMIT:
+        return hashlib.md5(data).hexdigest()
+    return await trio.to_thread.run_sync(lambda: hashlib.md5(data).hexdigest())
+
+
+def _md5_stream(body: Any, length: int | None) -> str:
+    """Hex MD5 of a file-like body from its position (``length`` bytes, or to its end),
+    leaving it where it was (runs in a worker thread)."""
+    digest = hashlib.md5()
+    start = body.tell()
+    try:
+        left = -1 if length is None else length
+        while left != 0:
+            chunk = body.read(CHUNK if left < 0 else min(CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            if left > 0:
+                left -= len(chunk)
+    finally:
+        body.seek(start)
+    return digest.hexdigest()
+
+
+async def md5_body(body: Any, length: int | None = None) -> str:
+    """Hex MD5 of what a PUT or a part sends: bytes, or a file-like body from its position."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return await md5_bytes(body if length is None else memoryview(body)[:length])
+    return await trio.to_thread.run_sync(_md5_stream, body, length)
+
+
+def rewind(body: Any) -> Callable[[], None]:
+    """A function putting a file-like body back where it is now (nothing for bytes)."""
+    if isinstance(body, bytes | bytearray | memoryview) or not hasattr(body, "seek"):
+        return lambda: None
+    start = body.tell()
+    return lambda: body.seek(start)
+
+
+@dataclass
+class Integrity:
+    """A mount's checks (``enabled``: not ``-o no_checksum``) and their counts."""
+
+    enabled: bool = True
+    attempts: int = ATTEMPTS
+    #: the mount's own writes carry SSE-KMS/SSE-C: no ETag of its objects is an MD5
+    opaque_writes: bool = False
+    #: mismatches found, by where ("put", "part", "complete", "get", "sequential")
+    mismatches: dict[str, int] = field(default_factory=dict)
+    resent: int = 0  # requests sent again after a mismatch
+    checked: int = 0  # bodies compared
+    _opaque: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def note_opaque(self, etag: str) -> None:
+        """Remember that ``etag`` (an object's version) is not an MD5 (its GET said SSE)."""
+        if etag:
+            self._opaque[etag] = None
+            self._opaque.move_to_end(etag)
+            while len(self._opaque) > OPAQUE_REMEMBERED:
+                self._opaque.popitem(last=False)
+
+    def expected_md5(self, etag: str) -> str | None:
+        """The MD5 the bytes of version ``etag`` must have, None when it cannot be known."""
+        if not self.enabled or self.opaque_writes or etag in self._opaque:
+            return None
+        return plain_md5(etag)
+
+    def mismatch(self, where: str, what: str) -> None:
+        """Count and log one mismatch."""
+        self.mismatches[where] = self.mismatches.get(where, 0) + 1
+        log.warning("checksum mismatch (%s): %s", where, what)
+
+    async def retrying(self, where: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until it does not raise ``ChecksumMismatch``, at most ``attempts``
+        times; then the last mismatch is raised (logged as an error)."""
+        for number in range(1, self.attempts + 1):
+            try:
+                return await attempt()
+            except ChecksumMismatch as exc:
+                self.mismatch(where, str(exc))
+                if number == self.attempts:
+                    log.error("checksum mismatch %d times in a row (%s): %s", number, where, exc)
+                    raise
+                self.resent += 1
+        raise AssertionError("unreachable")
+
+    def sequential(self, etag: str, size: int) -> SequentialCheck | None:
+        """A check of a whole sequential read of version ``etag`` (None: nothing to check)."""
+        expected = self.expected_md5(etag)
+        if expected is None:
+            return None
+        return SequentialCheck(self, etag, expected, size)
+
+
+def of_store(store: object) -> Integrity | None:
+    """The checks a store applies (``S3Store.integrity``), None for a store without them or
+    with them off."""
+    found = getattr(store, "integrity", None)
+    return found if isinstance(found, Integrity) and found.enabled else None
+
+
+class SequentialCheck:
+    """The MD5 of the bytes a handle returned, in offset order, compared at the object's end."""
+
+    def __init__(self, owner: Integrity, etag: str, expected: str, size: int) -> None:
+        self.owner = owner
+        self.etag = etag
+        self.expected = expected
+        self.size = size
+        self.pos = 0  # bytes hashed, from 0
+        self.broken = False  # a gap never filled, or a read out of reach: no verdict
+        self.done = False
+        self._digest = hashlib.md5()
+        self._held: dict[int, bytes] = {}
+        self._lock = trio.Lock()
+
+    async def feed(self, offset: int, data: bytes) -> None:
+        """Bytes ``data`` at ``offset`` were returned; raises ``ChecksumMismatch`` when they
+        complete the object and its MD5 is not the ETag's."""
+        if self.broken or self.done or not data:
+            return
+        async with self._lock:
+            if offset > self.pos:
+                self._held[offset] = data
+                if sum(len(d) for d in self._held.values()) > HOLD_LIMIT:
+                    self._stop()
+                return
+            await self._take(offset, data)
+            while self._held and not self.broken:
+                nxt = min(self._held)
+                if nxt > self.pos:
+                    break
+                await self._take(nxt, self._held.pop(nxt))
+            if self.pos >= self.size and not self.broken:
+                self.done = True
+                self._held.clear()
+                got = self._digest.hexdigest()
+                if self.owner.expected_md5(self.etag) is None:
+                    return  # learnt meanwhile: an SSE object, its ETag is not an MD5
+                self.owner.checked += 1
+                if got != self.expected:
+                    self.owner.mismatch("sequential", f"md5 {got}, ETag {self.expected}")
+                    raise ChecksumMismatch(
+                        f"the {self.size} bytes read have MD5 {got}, not the ETag's {self.expected}"
+                    )
+
+    async def _take(self, offset: int, data: bytes) -> None:
+        skip = self.pos - offset
+        if skip >= len(data):
+            return
+        piece = memoryview(data)[skip:] if skip else data
+        if len(piece) <= INLINE_LIMIT:
+            self._digest.update(piece)
+        else:
+            await trio.to_thread.run_sync(self._digest.update, piece)
+        self.pos += len(piece)
+
+    def _stop(self) -> None:
+        self.broken = True
+        self._held.clear()
