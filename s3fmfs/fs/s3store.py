@@ -308,11 +308,12 @@ class S3Store:
 
     def _check_written(self, what: str, resp: Response, md5: str) -> bool:
         """ChecksumMismatch when the ETag answered is an MD5 other than ``md5``; whether it
-        was compared (an SSE answer's ETag is not an MD5)."""
-        if self.integrity.opaque_writes or opaque(resp.headers):
-            return False
+        was compared (an SSE answer's ETag is not an MD5, nor one not of 32 hex digits)."""
+        answered = plain_md5(resp.etag)
+        if self.integrity.opaque_writes or opaque(resp.headers) or answered is None:
+            return False  # SSE, or a service whose ETags are not MD5s at all: Content-MD5 only
         self.integrity.checked += 1
-        if plain_md5(resp.etag) != md5:
+        if answered != md5:
             raise ChecksumMismatch(f"{what}: stored with ETag {resp.etag}, sent MD5 {md5}")
         return True
 
