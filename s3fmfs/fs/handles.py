@@ -17,6 +17,10 @@ Invariants:
   a small object comes whole in the first read's GET (``readahead.WHOLE_OBJECT``), or with
   none when its lookup's GET brought the pinned version's bytes (``bodies``: taken by the
   handle's first read, then held by the handle till release; never for a buffered file).
+- Integrity (``integrity``, unless ``no_checksum``): the whole-object GET goes through the
+  store's checked ``get_range`` (fetched again on a mismatch); the bytes a handle returns are
+  hashed in order (``SequentialCheck``) and the read reaching the end of an object whose MD5
+  is not its ETag's is EIO (and the next open drops the kernel's page cache of it).
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
 - A read of a pin gone stale is ESTALE (logged once per handle); at the pin's last release
@@ -41,7 +45,7 @@ from .attrs import Attr, Kind
 from .errno_map import FsError
 from .files import Files
 from .inodes import Node
-from .integrity import SequentialCheck, of_store
+from .integrity import ChecksumMismatch, SequentialCheck, of_store
 from .namespace import Namespace
 from .pins import REPIN_ATTEMPTS, Pin, Pins
 from .readahead import ReadAhead, ReadBudget
@@ -251,7 +255,13 @@ class Handles:
 
         data = await handle.readahead.read(offset, size, known, handle.node.version, stream)
         if check is not None:
-            await check.feed(offset, data)  # at the end: ChecksumMismatch (EIO) if wrong
+            try:
+                await check.feed(offset, data)  # at the end: ChecksumMismatch (EIO) if wrong
+            except ChecksumMismatch:
+                # the kernel's page cache holds bytes returned wrong: the next open drops it
+                handle.node.content.opened_etag = ""
+                handle.check = None  # a read again from the start is checked again
+                raise
         return data
 
     async def repin(self, node: Node, pin: Pin, etag: str) -> bool:

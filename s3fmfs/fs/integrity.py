@@ -48,8 +48,9 @@ log = logging.getLogger("s3fmfs.fs")
 INLINE_LIMIT = 128 << 10
 #: Bytes a ``SequentialCheck`` holds ahead of a gap (reads out of order) before giving up.
 HOLD_LIMIT = 8 << 20
-#: Resends (or fetches) in all for one body whose check failed.
-ATTEMPTS = 4
+#: Sends (or fetches) in all of one body whose check fails: as many as the client's retry
+#: policy makes of a temporary failure (``RetryPolicy.max_attempts``).
+ATTEMPTS = 6
 #: ETags remembered as not being an MD5 (seen with SSE headers on a GET).
 OPAQUE_REMEMBERED = 4096
 CHUNK = 1 << 20
