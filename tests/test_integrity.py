@@ -318,6 +318,8 @@ async def test_sequential_check_raises_at_the_end_and_gives_up_on_a_seek() -> No
     with pytest.raises(ChecksumMismatch):
         await wrong.feed(MiB, flip(data[MiB:]))
     assert owner.mismatches == {"sequential": 1}
+    with pytest.raises(ChecksumMismatch):  # a read again (the kernel's retry of a page) too
+        await wrong.feed(MiB, data[MiB : 2 * MiB])
     # a reader that jumps far ahead: no verdict (and nothing held past the limit)
     big = 20 * MiB
     jumpy = SequentialCheck(owner, '"' + "0" * 32 + '"', "0" * 32, big)

@@ -260,8 +260,7 @@ class Handles:
             except ChecksumMismatch:
                 # the kernel's page cache holds bytes returned wrong: the next open drops it
                 handle.node.content.opened_etag = ""
-                handle.check = None  # a read again from the start is checked again
-                raise
+                raise  # (and every later read of this handle: ``SequentialCheck.failed``)
         return data
 
     async def repin(self, node: Node, pin: Pin, etag: str) -> bool:

@@ -22,7 +22,9 @@ Invariants:
   come slightly out of order are held until the gap fills, up to ``HOLD_LIMIT`` bytes); at
   the end of the object its MD5 is compared with the ETag. A mismatch is an EIO of the read
   that reached the end and an error line in the log (the bytes before were already returned:
-  the application learns it at its last read, never silently).
+  the application learns it at its last read, never silently); every later read through the
+  same check raises it again (the kernel retries a failed read-ahead page with a read of its
+  own: it must not succeed).
 - Hashing never holds the trio loop for long: bodies above ``INLINE_LIMIT`` are hashed in a
   worker thread (hashlib releases the GIL), one at a time per check (the MD5 is sequential).
 - ``Integrity(enabled=False)`` (``-o no_checksum``) checks nothing and sends no Content-MD5.
@@ -203,6 +205,7 @@ class SequentialCheck:
         self.pos = 0  # bytes hashed, from 0
         self.broken = False  # a gap never filled, or a read out of reach: no verdict
         self.done = False
+        self.failed = ""  # the mismatch found: every later read raises it
         self._digest = hashlib.md5()
         self._held: dict[int, bytes] = {}
         self._lock = trio.Lock()
@@ -210,6 +213,10 @@ class SequentialCheck:
     async def feed(self, offset: int, data: bytes) -> None:
         """Bytes ``data`` at ``offset`` were returned; raises ``ChecksumMismatch`` when they
         complete the object and its MD5 is not the ETag's."""
+        if self.failed:
+            # every later read of the handle too: the kernel retries a failed read-ahead page
+            # with a read of its own, which must not succeed
+            raise ChecksumMismatch(self.failed)
         if self.broken or self.done or not data:
             return
         async with self._lock:
@@ -233,9 +240,9 @@ class SequentialCheck:
                 self.owner.checked += 1
                 if got != self.expected:
                     self.owner.mismatch("sequential", f"md5 {got}, ETag {self.expected}")
-                    raise ChecksumMismatch(
-                        f"the {self.size} bytes read have MD5 {got}, not the ETag's {self.expected}"
-                    )
+                    self.failed = f"the {self.size} bytes read have MD5 {got}, not {self.etag}"
+                    log.error("sequential read: %s: EIO", self.failed)
+                    raise ChecksumMismatch(self.failed)
 
     async def _take(self, offset: int, data: bytes) -> None:
         skip = self.pos - offset
