@@ -14,6 +14,8 @@ import errno
 import hashlib
 import os
 import random
+import re
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import UploadedPart
 from s3fmfs.fs.writebuf import FileWindow
 from tests.support.faultproxy import fault_proxy
+from tests.support.mount import mount_log, mounted
 from tests.support.servers import S3Server, unique_bucket
 
 MiB = 1 << 20
@@ -400,3 +403,118 @@ async def test_a_small_object_received_wrong_is_fetched_again(
         assert error is None and out == data, name
     assert proxy.corrupted["GET"] >= 1
     assert store.integrity.mismatches["get"] == proxy.corrupted["GET"]
+
+
+# -- mounted: files copied in and read back through a proxy corrupting 30% of bodies --------------
+
+#: Bodies with one byte flipped: of object GET answers and of PUT requests (objects and parts).
+CORRUPT = {"GET": 0.3, "PUT": 0.3}
+SEED = 14
+
+
+def sources(root: Path, count: int, big: int) -> dict[str, bytes]:
+    """``count`` files of 4 KiB-4 MiB (log-uniform) and, with ``big``, one of ``big`` bytes."""
+    rng = random.Random(SEED)
+    files = {
+        f"file-{i:02d}.bin": rng.randbytes(int(4096 * 1024 ** rng.random())) for i in range(count)
+    }
+    if big:
+        files["big.bin"] = rng.randbytes(big)
+    root.mkdir()
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+def mismatches(mnt: Path) -> dict[str, int]:
+    """The daemons' checksum mismatches by where (put, part, get, sequential), from the log."""
+    path = mount_log(mnt)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    found: dict[str, int] = {}
+    for where in re.findall(r"checksum mismatch \((\w+)\)", text):
+        found[where] = found.get(where, 0) + 1
+    return found
+
+
+def read_until_exact(path: Path, data: bytes, tries: int = 8) -> int:
+    """Read ``path`` whole until it is ``data``; every read either fails with EIO or is exact
+    (never wrong bytes without an error). The EIOs before the exact read."""
+    failures = 0
+    for _ in range(tries):
+        try:
+            got = path.read_bytes()
+        except OSError as exc:
+            assert exc.errno == errno.EIO, exc
+            failures += 1
+            continue
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest(), path
+        return failures
+    raise AssertionError(f"{path}: EIO {tries} times")
+
+
+def test_files_through_a_corrupting_proxy_are_exact_both_ways(
+    moto: S3Server, s3: Any, tmp_path: Path
+) -> None:
+    bucket = unique_bucket("integrity")
+    s3.create_bucket(Bucket=bucket)
+    files = sources(tmp_path / "src", 20, 12 * MiB)
+    options = ["part_size_mb=5", "stat_ttl=1", "dir_ttl=1", "timeout=60"]
+    eio: dict[str, int] = {}
+    with fault_proxy(moto, seed=SEED, corrupt=CORRUPT) as proxy:
+        with mounted(proxy.server, bucket, options=options, tmp_path=tmp_path) as mnt:
+            for name in files:
+                shutil.copyfile(tmp_path / "src" / name, mnt / name)  # EIO at close: fails
+        puts = [r for r in proxy.log if r.method == "PUT"]
+        put_corrupted = proxy.corrupted["PUT"]
+        with mounted(proxy.server, bucket, options=options, tmp_path=tmp_path) as mnt:
+            for name, data in files.items():
+                failures = read_until_exact(mnt / name, data)
+                if failures:
+                    eio[name] = failures
+            found = mismatches(mnt)
+        summary = proxy.summary()
+        get_corrupted = proxy.corrupted["GET"]
+    # what the server holds is exact (read behind the proxy's back)
+    for name, data in files.items():
+        stored = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest(), name
+    # every PUT went with Content-MD5; every corrupted PUT was sent again
+    assert puts and all(r.header("content-md5") for r in puts)
+    assert put_corrupted >= 3 and get_corrupted >= 3
+    resent_puts = found.get("put", 0) + found.get("part", 0)
+    assert resent_puts == put_corrupted
+    # a whole-object GET received wrong is fetched again: only the ranged read of the big
+    # file can be an EIO (at its end, never silent), and reading it again is exact
+    assert set(eio) <= {"big.bin"}
+    print(
+        f"\nintegrity: {len(files)} files ({sum(map(len, files.values())) >> 20} MiB), "
+        f"{summary}; PUTs {len(puts)}, {put_corrupted} corrupted and resent; "
+        f"mismatches by where {found}; EIOs of sequential reads {eio}; files exact "
+        f"{len(files)}/{len(files)} read back and {len(files)}/{len(files)} stored"
+    )
+
+
+def test_no_checksum_lets_the_corruption_through(moto: S3Server, s3: Any, tmp_path: Path) -> None:
+    bucket = unique_bucket("integrity")
+    s3.create_bucket(Bucket=bucket)
+    files = sources(tmp_path / "src", 20, 0)
+    options = ["no_checksum", "stat_ttl=1", "dir_ttl=1"]
+    with fault_proxy(moto, seed=SEED, corrupt=CORRUPT) as proxy:
+        with mounted(proxy.server, bucket, options=options, tmp_path=tmp_path) as mnt:
+            for name in files:
+                shutil.copyfile(tmp_path / "src" / name, mnt / name)
+        puts = [r for r in proxy.log if r.method == "PUT"]
+        with mounted(proxy.server, bucket, options=options, tmp_path=tmp_path) as mnt:
+            read_wrong = sum((mnt / name).read_bytes() != data for name, data in files.items())
+        summary = proxy.summary()
+    stored_wrong = sum(
+        s3.get_object(Bucket=bucket, Key=name)["Body"].read() != data
+        for name, data in files.items()
+    )
+    assert len(puts) == len(files) and not any(r.header("content-md5") for r in puts)
+    assert stored_wrong == proxy.corrupted["PUT"] > 0  # moto stores what it got, unchecked
+    assert read_wrong > stored_wrong  # and reads bring their own corruption, unseen
+    print(
+        f"\nno_checksum: {summary}; files stored wrong {stored_wrong}/{len(files)}, "
+        f"read back wrong {read_wrong}/{len(files)}, no error"
+    )
