@@ -33,6 +33,7 @@ from s3fmfs.fs.integrity import (
     Integrity,
     SequentialCheck,
     multipart_etag,
+    part_ends,
     plain_md5,
 )
 from s3fmfs.fs.s3store import ObjectHeaders, S3Store
@@ -388,6 +389,38 @@ async def test_a_sequential_read_served_wrong_is_eio_at_its_end(
     proxy.set_corruption({})
     out, error = await read_all(fs, "big")
     assert error is None and out == data
+
+
+async def test_a_multipart_object_read_sequentially_is_checked_part_by_part(
+    proxied: tuple[FsCore, S3Store, Any],
+) -> None:
+    fs, store, proxy = proxied
+    parts = [body(5 * MiB, 20), body(5 * MiB, 21), body(2 * MiB + 7, 22)]
+    upload = await store.create_multipart("multi", {})
+    done = [await store.upload_part("multi", upload, n, p, len(p)) for n, p in enumerate(parts, 1)]
+    await store.complete_multipart("multi", upload, done)
+    out, error = await read_all(fs, "multi")
+    assert error is None and out == b"".join(parts)
+    assert store.integrity.checked == 3 + 1 + 1  # 3 parts, the completion, the read
+    heads = [r for r in proxy.log if r.method == "HEAD" and "partNumber=1" in r.target]
+    assert len(heads) == 1  # the first part's size, asked once
+    proxy.set_corruption({"GET": 1.0})
+    out, error = await read_all(fs, "multi")
+    last = (len(b"".join(parts)) - 1) // (128 << 10) * (128 << 10)  # where the last read is
+    assert isinstance(error, ChecksumMismatch) and len(out) == last
+
+
+def test_part_layouts() -> None:
+    assert part_ends(5, 3, 12) == [5, 10, 12]
+    assert part_ends(5, 3, 15) == [5, 10, 15]
+    assert part_ends(5, 3, 16) is None and part_ends(5, 3, 10) is None  # not 3 parts of 5
+    # this mount's rule past 625 parts: doubling
+    ends = part_ends(1, 627, 625 + 2 + 1)
+    assert ends is not None and ends[624] == 625 and ends[625] == 627 and ends[-1] == 628
+    owner = Integrity()
+    assert owner.sequential('"' + "a" * 32 + '-3"', 12, 5) is not None
+    assert owner.sequential('"' + "a" * 32 + '-3"', 12, None) is None
+    assert owner.sequential('"' + "a" * 32 + '-1"', 12) is not None
 
 
 async def test_a_small_object_received_wrong_is_fetched_again(

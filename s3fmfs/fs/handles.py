@@ -45,7 +45,7 @@ from .attrs import Attr, Kind
 from .errno_map import FsError
 from .files import Files
 from .inodes import Node
-from .integrity import ChecksumMismatch, SequentialCheck, of_store
+from .integrity import ChecksumMismatch, SequentialCheck, sequential_check
 from .namespace import Namespace
 from .pins import REPIN_ATTEMPTS, Pin, Pins
 from .readahead import ReadAhead, ReadBudget
@@ -239,8 +239,7 @@ class Handles:
 
         check = handle.check
         if check is None or check.etag != etag:
-            integrity = of_store(store)
-            check = handle.check = integrity.sequential(etag, known) if integrity else None
+            check = handle.check = await sequential_check(store, key, etag, known, offset)
 
         async def stream(start: int, length: int, sink: Sink) -> None:
             end = start + length - 1

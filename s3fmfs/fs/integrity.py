@@ -40,7 +40,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import trio
 
@@ -58,6 +58,9 @@ OPAQUE_REMEMBERED = 4096
 CHUNK = 1 << 20
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-([0-9]+)$")
+#: Parts of this mount's uploads keep their size this many at a time (``upload.PARTS_PER_STEP``).
+PARTS_PER_STEP = 625
 
 T = TypeVar("T")
 
@@ -71,6 +74,12 @@ def plain_md5(etag: str) -> str | None:
     ``-N``, empty, anything else)."""
     tag = etag.strip().strip('"').lower()
     return tag if _MD5_ETAG.match(tag) else None
+
+
+def parts_count(etag: str) -> int:
+    """N of a multipart upload's ETag (``md5-N``), 0 for any other."""
+    found = _MULTIPART_ETAG.match(etag.strip().strip('"').lower())
+    return int(found.group(1)) if found else 0
 
 
 def opaque(headers: Mapping[str, str] | Any) -> bool:
@@ -179,12 +188,27 @@ class Integrity:
                 self.resent += 1
         raise AssertionError("unreachable")
 
-    def sequential(self, etag: str, size: int) -> SequentialCheck | None:
-        """A check of a whole sequential read of version ``etag`` (None: nothing to check)."""
-        expected = self.expected_md5(etag)
+    def expected_etag(self, etag: str) -> str | None:
+        """``etag`` normalised when the bytes can be checked against it (a single-part MD5 or
+        a multipart ``md5-N``), else None."""
+        if not self.enabled or self.opaque_writes or etag in self._opaque:
+            return None
+        tag = etag.strip().strip('"').lower()
+        return tag if plain_md5(tag) or parts_count(tag) else None
+
+    def sequential(
+        self, etag: str, size: int, first_part: int | None = None
+    ) -> SequentialCheck | None:
+        """A check of a whole sequential read of version ``etag`` (None: nothing to check);
+        a multipart object's needs the size of its first part (``first_part``)."""
+        expected = self.expected_etag(etag)
         if expected is None:
             return None
-        return SequentialCheck(self, etag, expected, size)
+        count = parts_count(expected)
+        if not count:
+            return SequentialCheck(self, etag, expected, size)
+        ends = [size] if count == 1 else part_ends(first_part or 0, count, size)
+        return None if ends is None else SequentialCheck(self, etag, expected, size, ends)
 
 
 def of_store(store: object) -> Integrity | None:
@@ -194,19 +218,44 @@ def of_store(store: object) -> Integrity | None:
     return found if isinstance(found, Integrity) and found.enabled else None
 
 
-class SequentialCheck:
-    """The MD5 of the bytes a handle returned, in offset order, compared at the object's end."""
+def part_ends(first: int, count: int, size: int) -> list[int] | None:
+    """Where the parts of a ``size``-byte object uploaded in ``count`` parts end, the first
+    ``first`` bytes long: all of that size but the last (as S3 clients cut them), or doubling
+    every ``PARTS_PER_STEP`` parts (this mount's rule, past 625 parts); None when neither fits."""
+    if count < 1 or first < 1:
+        return None
+    if count == 1:
+        return [size] if first == size else None
+    last = size - (count - 1) * first
+    if 0 < last <= first:
+        return [first * n for n in range(1, count)] + [size]
+    ends, pos = [], 0
+    for number in range(1, count):
+        pos += first << ((number - 1) // PARTS_PER_STEP)
+        ends.append(pos)
+    return [*ends, size] if 0 < size - pos <= first << ((count - 1) // PARTS_PER_STEP) else None
 
-    def __init__(self, owner: Integrity, etag: str, expected: str, size: int) -> None:
+
+class SequentialCheck:
+    """The MD5 of the bytes a handle returned, in offset order, compared at the object's end
+    (of a multipart object: each part's MD5, then md5 of those + ``-N``)."""
+
+    def __init__(
+        self, owner: Integrity, etag: str, expected: str, size: int, ends: list[int] | None = None
+    ) -> None:
         self.owner = owner
         self.etag = etag
         self.expected = expected
         self.size = size
+        self.ends = ends or [size]  # where each part ends (one part: the object)
+        self.multipart = ends is not None and "-" in expected
         self.pos = 0  # bytes hashed, from 0
         self.broken = False  # a gap never filled, or a read out of reach: no verdict
         self.done = False
         self.failed = ""  # the mismatch found: every later read raises it
+        self._part = 0  # the part being hashed
         self._digest = hashlib.md5()
+        self._digests: list[bytes] = []  # of the parts done
         self._held: dict[int, bytes] = {}
         self._lock = trio.Lock()
 
@@ -232,17 +281,40 @@ class SequentialCheck:
                     break
                 await self._take(nxt, self._held.pop(nxt))
             if self.pos >= self.size and not self.broken:
-                self.done = True
-                self._held.clear()
-                got = self._digest.hexdigest()
-                if self.owner.expected_md5(self.etag) is None:
-                    return  # learnt meanwhile: an SSE object, its ETag is not an MD5
-                self.owner.checked += 1
-                if got != self.expected:
-                    self.owner.mismatch("sequential", f"md5 {got}, ETag {self.expected}")
-                    self.failed = f"the {self.size} bytes read have MD5 {got}, not {self.etag}"
-                    log.error("sequential read: %s: EIO", self.failed)
-                    raise ChecksumMismatch(self.failed)
+                self._verdict()
+
+    def _verdict(self) -> None:
+        self.done = True
+        self._held.clear()
+        if self.multipart:
+            joined = b"".join(self._digests)
+            got = f"{hashlib.md5(joined).hexdigest()}-{len(self._digests)}"
+        else:
+            got = self._digest.hexdigest()
+        if self.owner.expected_etag(self.etag) is None:
+            return  # learnt meanwhile: an SSE object, its ETag is not an MD5
+        self.owner.checked += 1
+        if got != self.expected:
+            self.owner.mismatch("sequential", f"md5 {got}, ETag {self.expected}")
+            self.failed = f"the {self.size} bytes read have MD5 {got}, not {self.etag}"
+            log.error("sequential read: %s: EIO", self.failed)
+            raise ChecksumMismatch(self.failed)
+
+    def _absorb(self, piece: bytes | memoryview) -> None:
+        """Hash ``piece`` (the bytes at ``pos``), closing each part it reaches the end of."""
+        view = memoryview(piece)
+        while view and self._part < len(self.ends):
+            end = self.ends[self._part]
+            here = view[: end - self.pos]
+            self._digest.update(here)
+            self.pos += len(here)
+            view = view[len(here) :]
+            if self.pos >= end:
+                if self.multipart:
+                    self._digests.append(self._digest.digest())
+                    self._digest = hashlib.md5()
+                self._part += 1
+        self.pos += len(view)  # past the object's end (reads stop there): nothing to hash
 
     async def _take(self, offset: int, data: bytes) -> None:
         skip = self.pos - offset
@@ -250,11 +322,42 @@ class SequentialCheck:
             return
         piece = memoryview(data)[skip:] if skip else data
         if len(piece) <= INLINE_LIMIT:
-            self._digest.update(piece)
+            self._absorb(piece)
         else:
-            await trio.to_thread.run_sync(self._digest.update, piece)
-        self.pos += len(piece)
+            await trio.to_thread.run_sync(self._absorb, piece)
 
     def _stop(self) -> None:
         self.broken = True
         self._held.clear()
+
+
+@runtime_checkable
+class PartSizes(Protocol):
+    """A store that tells the size of a multipart object's part (``S3Store.part_size``)."""
+
+    async def part_size(self, key: str, number: int, *, if_match: str = "") -> int | None: ...
+
+
+async def sequential_check(
+    store: object, key: str, etag: str, size: int, offset: int
+) -> SequentialCheck | None:
+    """The check of a handle's reads of version ``etag`` of ``key``, made at a read at
+    ``offset``: None unless the store checks, the read is near the start (a whole sequential
+    read may follow) and the ETag is an MD5 or, for a multipart object, its first part's size
+    is known (one HEAD ?partNumber=1) and fits its layout."""
+    integrity = of_store(store)
+    if integrity is None or offset >= HOLD_LIMIT or size <= 0:
+        return None
+    expected = integrity.expected_etag(etag)
+    if expected is None:
+        return None
+    first = None
+    if parts_count(expected) > 1:
+        if not isinstance(store, PartSizes):
+            return None
+        try:
+            first = await store.part_size(key, 1, if_match=etag)
+        except Exception as exc:  # no check rather than no read
+            log.info("no integrity check of %r: its part size: %s", key, exc)
+            return None
+    return integrity.sequential(etag, size, first)

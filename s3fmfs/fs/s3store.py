@@ -199,6 +199,19 @@ class S3Store:
             return None
         return _info(key, resp)
 
+    async def part_size(self, key: str, number: int, *, if_match: str = "") -> int | None:
+        """The size of part ``number`` of version ``if_match`` of a multipart object (HEAD
+        ?partNumber=; the integrity check of a sequential read), None if not answered."""
+        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
+        try:
+            resp = await self.conn.head(self.bucket, key, headers, part_number=number)
+        except NoSuchKey:
+            return None
+        if opaque(resp.headers):  # SSE: no ETag of it is an MD5
+            self.integrity.note_opaque(resp.etag)
+            return None
+        return resp.content_length if resp.etag == if_match or not if_match else None
+
     async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
         headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
 
