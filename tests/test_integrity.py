@@ -469,7 +469,7 @@ def mismatches(mnt: Path) -> dict[str, int]:
     return found
 
 
-def read_until_exact(path: Path, data: bytes, tries: int = 8) -> int:
+def read_until_exact(path: Path, data: bytes, tries: int = 40) -> int:
     """Read ``path`` whole until it is ``data``; every read either fails with EIO or is exact
     (never wrong bytes without an error). The EIOs before the exact read."""
     failures = 0
