@@ -442,7 +442,7 @@ async def test_a_small_object_received_wrong_is_fetched_again(
 
 #: Bodies with one byte flipped: of object GET answers and of PUT requests (objects and parts).
 CORRUPT = {"GET": 0.3, "PUT": 0.3}
-SEED = 14
+SEED = 17
 
 
 def sources(root: Path, count: int, big: int) -> dict[str, bytes]:
@@ -515,7 +515,7 @@ def test_files_through_a_corrupting_proxy_are_exact_both_ways(
     assert puts and all(r.header("content-md5") for r in puts)
     assert put_corrupted >= 3 and get_corrupted >= 3
     resent_puts = found.get("put", 0) + found.get("part", 0)
-    assert resent_puts == put_corrupted
+    assert resent_puts == put_corrupted and found.get("part", 0) >= 1  # (seeded: parts too)
     # a whole-object GET received wrong is fetched again: only the ranged read of the big
     # file can be an EIO (at its end, never silent), and reading it again is exact
     assert set(eio) <= {"big.bin"}
