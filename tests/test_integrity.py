@@ -36,6 +36,7 @@ from s3fmfs.fs.integrity import (
     part_ends,
     plain_md5,
 )
+from s3fmfs.fs.recovery import RecoveryFolder
 from s3fmfs.fs.s3store import ObjectHeaders, S3Store
 from s3fmfs.fs.settings import FsSettings
 from s3fmfs.fs.store import UploadedPart
@@ -408,6 +409,31 @@ async def test_a_multipart_object_read_sequentially_is_checked_part_by_part(
     out, error = await read_all(fs, "multi")
     last = (len(b"".join(parts)) - 1) // (128 << 10) * (128 << 10)  # where the last read is
     assert isinstance(error, ChecksumMismatch) and len(out) == last
+
+
+async def test_an_upload_stored_wrong_every_time_is_eio_at_close_and_kept(
+    moto: S3Server, tmp_path: Path
+) -> None:
+    bucket = unique_bucket("integrity")
+    data = body(300_000, 23)
+    with fault_proxy(moto, seed=4, corrupt={"PUT": 1.0}) as proxy:
+        server = proxy.server
+        async with S3fmAuthConnection(
+            "testing", "testing", False, server.host, server.port, CallingFormat.PATH
+        ) as conn:
+            await conn.create_bucket(bucket)
+            store = S3Store(conn, bucket, integrity=Integrity(attempts=3))
+            recovery = RecoveryFolder(tmp_path / "recovery", "http://h:1", bucket)
+            fs = FsCore(store, FsSettings(uid=1000, gid=1000), recovery=recovery)
+            fh, _, _ = await fs.create(ROOT_INODE, b"f", 0o644, os.O_WRONLY, 1000, 1000)
+            await fs.write(fh, 0, data)
+            with pytest.raises(Exception) as caught:
+                await fs.flush(fh)
+            assert to_errno(caught.value) == errno.EIO
+            assert proxy.corrupted["PUT"] == 3 and store.integrity.mismatches == {"put": 3}
+            await fs.release(fh)  # (tries once more, logged only)
+    kept = [p for p in (tmp_path / "recovery").rglob("*") if p.is_file() and p.suffix != ".json"]
+    assert any(p.read_bytes() == data for p in kept), kept
 
 
 def test_part_layouts() -> None:
