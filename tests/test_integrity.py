@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class MemS3:
         self.corrupt_gets = 0
         self.wrong_complete = False
         self.kms = False  # answers say SSE-KMS (ETags not MD5s)
+        self.checksum = ""  # "crc32", "sha256": GETs carry the service's checksum of the object
 
     def etag(self, body: bytes) -> str:
         return f'"{hashlib.sha256(body).hexdigest()[:32]}"' if self.kms else f'"{md5(body)}"'
@@ -116,6 +118,12 @@ class MemS3:
             error = b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>"
             return httpx.Response(404, content=error)
         headers = {"etag": self.etag(data), **self.headers()}
+        if self.checksum == "crc32":
+            digest = zlib.crc32(data).to_bytes(4, "big")
+            headers["x-amz-checksum-crc32"] = base64.b64encode(digest).decode()
+        elif self.checksum:
+            digest = hashlib.new(self.checksum, data).digest()
+            headers[f"x-amz-checksum-{self.checksum}"] = base64.b64encode(digest).decode()
         status = 200
         wanted = request.headers.get("range")
         if wanted:
@@ -288,6 +296,23 @@ async def test_a_whole_get_received_wrong_is_fetched_again() -> None:
         assert await store.get_range("k", 10, 99) == flip(data[10:100])
     assert len(server.sent("GET")) == 7
     assert store.integrity.mismatches == {"get": 3}
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "sha256"])
+async def test_the_services_checksum_is_used_where_the_etag_is_not_an_md5(algorithm: str) -> None:
+    server = MemS3()
+    server.kms, server.checksum = True, algorithm
+    data = body(300_000, 13)
+    server.objects["k"] = data
+    store = server.store()
+    async with store.conn:
+        server.corrupt_gets = 1
+        found = await store.get_object("k")
+        assert found is not None and found[1] == data
+        server.corrupt_gets = 1
+        assert await store.get_range("k", 0, None) == data
+    assert store.integrity.mismatches == {"get": 2} and len(server.sent("GET")) == 4
+    assert all(r.headers["x-amz-checksum-mode"] == "ENABLED" for r in server.sent("GET"))
 
 
 async def test_a_whole_get_wrong_every_time_is_eio() -> None:

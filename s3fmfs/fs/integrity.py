@@ -11,8 +11,10 @@ Invariants:
   upload's final ETag is compared with md5(part MD5s) + ``-N``. An answer whose headers say the
   ETag is not an MD5 (SSE-KMS, SSE-C) is not compared.
 - Downloads read by one GET (whole objects: lookups' bodies, ``get_range(key, 0, None)``) are
-  compared with a single-part MD5 ETag (32 hex digits, no ``-``) unless their headers say
-  SSE-KMS/SSE-C. A mismatch there fetches again.
+  compared with the service's own checksum of the object when the answer has one
+  (``x-amz-checksum-sha256``/``sha1``/``crc32``, asked for by ``x-amz-checksum-mode``), else
+  with a single-part MD5 ETag (32 hex digits, no ``-``) unless their headers say SSE-KMS/SSE-C.
+  A mismatch there fetches again.
 - A mismatch is resent or fetched again up to ``Integrity.attempts`` times in all, then raises
   ``ChecksumMismatch`` (EIO, ``errno_map``): a write is never reported done with wrong bytes
   stored (a single PUT stored wrong is overwritten by its resend; a failing upload is an error,
@@ -37,6 +39,7 @@ import binascii
 import hashlib
 import logging
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +77,39 @@ def plain_md5(etag: str) -> str | None:
     ``-N``, empty, anything else)."""
     tag = etag.strip().strip('"').lower()
     return tag if _MD5_ETAG.match(tag) else None
+
+
+#: The service's own checksums of a whole object (``x-amz-checksum-mode: ENABLED`` asks for
+#: them; some services send them anyway): header → hash of the bytes, base64 of the digest.
+CHECKSUM_HEADERS = ("x-amz-checksum-sha256", "x-amz-checksum-sha1", "x-amz-checksum-crc32")
+#: Asks for them on a GET from the start of an object (ignored by services without them).
+CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
+
+
+def service_checksum(headers: Mapping[str, str] | Any) -> tuple[str, str] | None:
+    """(header, value) of a whole-object checksum the answer carries, None when none (a
+    composite one, ``...-N`` of a multipart upload, covers parts: not taken)."""
+    for name in CHECKSUM_HEADERS:
+        value = str(headers.get(name, "") or "")
+        if value and "-" not in value:
+            return name, value
+    return None
+
+
+def _checksum_of(name: str, data: bytes | bytearray | memoryview) -> str:
+    """Base64 of ``data``'s checksum named by header ``name`` (runs in a thread when big)."""
+    if name.endswith("crc32"):
+        digest = zlib.crc32(data).to_bytes(4, "big")
+    else:
+        digest = hashlib.new(name.rsplit("-", 1)[1], data).digest()
+    return base64.b64encode(digest).decode()
+
+
+async def checksum_matches(name: str, value: str, data: bytes) -> bool:
+    """Whether ``data`` has the service's checksum ``value`` (header ``name``)."""
+    if len(data) <= INLINE_LIMIT:
+        return _checksum_of(name, data) == value
+    return await trio.to_thread.run_sync(_checksum_of, name, data) == value
 
 
 def parts_count(etag: str) -> int:

@@ -21,9 +21,11 @@ Invariants:
 - Integrity (``integrity.Integrity``, on unless ``-o no_checksum``): every PUT and part goes
   with ``Content-MD5`` and its ETag is compared with the local MD5, a completed multipart
   upload's with md5(parts) + ``-N``; a whole object read by one GET (``get_object``, a
-  ``get_range`` covering the object) is compared with its single-part ETag. A mismatch (or a
-  ``BadDigest`` answer) is sent or fetched again, ``Integrity.attempts`` times in all: the
-  only retries this module adds (the client does not see the bytes' meaning).
+  ``get_range`` covering the object) is compared with the service's checksum when it sends
+  one (``x-amz-checksum-mode: ENABLED`` on GETs from the start), else its single-part ETag.
+  A mismatch (or a ``BadDigest`` answer) is sent or fetched again, ``Integrity.attempts``
+  times in all: the only retries this module adds (the client does not see the bytes'
+  meaning).
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ from ..client import (
 )
 from .attrs import parse_s3_time
 from .integrity import (
+    CHECKSUM_MODE,
     ChecksumMismatch,
     Integrity,
+    checksum_matches,
     content_md5,
     md5_body,
     md5_bytes,
@@ -58,6 +62,7 @@ from .integrity import (
     opaque,
     plain_md5,
     rewind,
+    service_checksum,
 )
 from .journal import UploadJournal
 from .store import (
@@ -212,8 +217,14 @@ class S3Store:
             return None
         return resp.content_length if resp.etag == if_match or not if_match else None
 
+    def _read_headers(self, if_match: str, start: int = 0) -> dict[str, str] | None:
+        """A GET's headers: ``If-Match``, the SSE-C key, and from the start of an object with
+        the checks on, ``x-amz-checksum-mode`` (the service's checksum, if it has one)."""
+        checksum = CHECKSUM_MODE if self.integrity.enabled and start == 0 else None
+        return _merged({"if-match": if_match} if if_match else None, self.headers.key, checksum)
+
     async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
-        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
+        headers = self._read_headers(if_match)
 
         async def attempt() -> tuple[ObjectInfo, bytes] | None:
             try:
@@ -232,7 +243,7 @@ class S3Store:
         if end is not None and end < start:
             return b""
         byte_range = None if start == 0 and end is None else (start, end)
-        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
+        headers = self._read_headers(if_match, start)
 
         async def attempt() -> bytes:
             try:
@@ -253,6 +264,12 @@ class S3Store:
         """ChecksumMismatch when a whole object's bytes are not its single-part ETag's MD5."""
         integrity = self.integrity
         if not integrity.enabled:
+            return
+        checksum = service_checksum(resp.headers)
+        if checksum is not None:  # the service's own: good whatever the ETag is
+            integrity.checked += 1
+            if not await checksum_matches(*checksum, data):
+                raise ChecksumMismatch(f"GET {key!r}: {len(data)} bytes not of {checksum[0]}")
             return
         if opaque(resp.headers):
             integrity.note_opaque(resp.etag)
