@@ -65,13 +65,36 @@ class MultipartOperations:
         headers: Mapping[str, str] | None = None,
     ) -> Part:
         """Upload one part (1..10000); returns it with its ETag for completion (``headers``:
-        e.g. the SSE-C key the upload was initiated with)."""
+        e.g. the SSE-C key the upload was initiated with, a ``Content-MD5``)."""
+        part, _ = await self.upload_part_answer(
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            data,
+            content_length=content_length,
+            headers=headers,
+        )
+        return part
+
+    async def upload_part_answer(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Any,
+        *,
+        content_length: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Part, Response]:
+        """``upload_part``, with the answer (its headers say whether the ETag is an MD5)."""
         body = RequestBody(data, content_length)
         query: Query = (("partNumber", str(part_number)), ("uploadId", upload_id))
         resp, _ = await self._engine.request(
             "PUT", bucket, key, query, lower_headers(headers), body
         )
-        return Part(part_number, resp.headers.get("etag", ""), body.length)
+        return Part(part_number, resp.headers.get("etag", ""), body.length), Response(resp)
 
     async def upload_part_copy(
         self,

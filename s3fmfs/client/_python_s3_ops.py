@@ -175,10 +175,17 @@ class PythonS3Operations:
         return GetResponse(resp, data)
 
     async def head(
-        self, bucket: str, key: str, headers: Mapping[str, str] | None = None
+        self,
+        bucket: str,
+        key: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        part_number: int | None = None,
     ) -> Response:
-        """An object's headers and metadata (``.metadata``, ``.content_length``, ``.etag``)."""
-        resp, _ = await self._engine.request("HEAD", bucket, key, (), headers)
+        """An object's headers and metadata (``.metadata``, ``.content_length``, ``.etag``);
+        with ``part_number``, ``.content_length`` is that part's of a multipart upload."""
+        query: Query = () if part_number is None else (("partNumber", str(part_number)),)
+        resp, _ = await self._engine.request("HEAD", bucket, key, query, headers)
         return Response(resp)
 
     async def delete(

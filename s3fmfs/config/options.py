@@ -529,6 +529,16 @@ class MountOptions:
         ),
         group=IO,
     )
+    no_checksum: bool = option(
+        False,
+        Option(
+            "no_checksum",
+            "flag",
+            "do not check bytes against their MD5: no Content-MD5 on uploads, no ETag "
+            "comparison after uploads and reads (see SEMANTICS.md, Integrity)",
+        ),
+        group=IO,
+    )
     read_concurrency: int = option(
         4,
         Option(

@@ -17,6 +17,7 @@ import logging
 import os
 
 from ..client import errors as s3
+from .integrity import ChecksumMismatch
 
 log = logging.getLogger("s3fmfs.fs")
 
@@ -43,6 +44,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (s3.BucketNotEmpty, errno.ENOTEMPTY),
     (s3.EntityTooLarge, errno.EFBIG),
     (s3.PreconditionFailed, errno.ESTALE),  # If-Match: the version read is gone
+    (ChecksumMismatch, errno.EIO),  # bytes not those stored or sent, after the resends
     (s3.S3TransportError, errno.EIO),
     (s3.S3ServerError, errno.EIO),
     (s3.InvalidResponseError, errno.EIO),

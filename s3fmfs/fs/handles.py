@@ -17,6 +17,10 @@ Invariants:
   a small object comes whole in the first read's GET (``readahead.WHOLE_OBJECT``), or with
   none when its lookup's GET brought the pinned version's bytes (``bodies``: taken by the
   handle's first read, then held by the handle till release; never for a buffered file).
+- Integrity (``integrity``, unless ``no_checksum``): the whole-object GET goes through the
+  store's checked ``get_range`` (fetched again on a mismatch); the bytes a handle returns are
+  hashed in order (``SequentialCheck``) and the read reaching the end of an object whose MD5
+  is not its ETag's is EIO (and the next open drops the kernel's page cache of it).
 - A read waits for the writes and truncations of its inode received before it
   (``writeorder``): it never hands the kernel's page cache bytes older than a write it sent.
 - A read of a pin gone stale is ESTALE (logged once per handle); at the pin's last release
@@ -41,6 +45,7 @@ from .attrs import Attr, Kind
 from .errno_map import FsError
 from .files import Files
 from .inodes import Node
+from .integrity import ChecksumMismatch, SequentialCheck, sequential_check
 from .namespace import Namespace
 from .pins import REPIN_ATTEMPTS, Pin, Pins
 from .readahead import ReadAhead, ReadBudget
@@ -60,6 +65,7 @@ class Handle:
     pin: Pin | None = None  # the version its reads come from (None: a local file's buffer)
     stale_logged: bool = False
     body: tuple[str, bytes] | None = None  # (ETag, bytes) of a small object its GET brought
+    check: SequentialCheck | None = None  # MD5 of the bytes read in order (``integrity``)
 
 
 @dataclass
@@ -231,14 +237,30 @@ class Handles:
         key = self.ns.keys.file_key(handle.node.path)
         store = self.ns.store
 
+        check = handle.check
+        if check is None or check.etag != etag:
+            check = handle.check = await sequential_check(store, key, etag, known, offset)
+
         async def stream(start: int, length: int, sink: Sink) -> None:
             end = start + length - 1
-            if isinstance(store, StreamingStore):  # chunks as they arrive
+            whole = check is not None and start == 0 and length >= known
+            if isinstance(store, StreamingStore) and not whole:  # chunks as they arrive
                 await store.get_range_into(key, start, end, sink, if_match=etag)
-            else:
-                await sink(await store.get_range(key, start, end, if_match=etag))
+            else:  # the whole object (one GET, checked and fetched again by the store)
+                data = await store.get_range(key, start, end, if_match=etag)
+                if whole and check is not None and len(data) == known:
+                    check.done = True  # checked whole: no need to hash it again
+                await sink(data)
 
-        return await handle.readahead.read(offset, size, known, handle.node.version, stream)
+        data = await handle.readahead.read(offset, size, known, handle.node.version, stream)
+        if check is not None:
+            try:
+                await check.feed(offset, data)  # at the end: ChecksumMismatch (EIO) if wrong
+            except ChecksumMismatch:
+                # the kernel's page cache holds bytes returned wrong: the next open drops it
+                handle.node.content.opened_etag = ""
+                raise  # (and every later read of this handle: ``SequentialCheck.failed``)
+        return data
 
     async def repin(self, node: Node, pin: Pin, etag: str) -> bool:
         """The object is no longer version ``etag``: HEAD it (its attributes are kept, for the

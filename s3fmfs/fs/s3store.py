@@ -18,6 +18,14 @@ Invariants:
   object (GET, HEAD), every part uploaded, and as the copy source's key on copies.
 - Results are converted to ``store`` dataclasses here; client exceptions pass through, except
   the "missing" answers the interface defines (``head`` → None, a range past the end → b"").
+- Integrity (``integrity.Integrity``, on unless ``-o no_checksum``): every PUT and part goes
+  with ``Content-MD5`` and its ETag is compared with the local MD5, a completed multipart
+  upload's with md5(parts) + ``-N``; a whole object read by one GET (``get_object``, a
+  ``get_range`` covering the object) is compared with the service's checksum when it sends
+  one (``x-amz-checksum-mode: ENABLED`` on GETs from the start), else its single-part ETag.
+  A mismatch (or a ``BadDigest`` answer) is sent or fetched again, ``Integrity.attempts``
+  times in all: the only retries this module adds (the client does not see the bytes'
+  meaning).
 """
 
 from __future__ import annotations
@@ -39,8 +47,23 @@ from ..client import (
     Response,
     S3fmAuthConnection,
     S3Object,
+    S3ResponseError,
 )
 from .attrs import parse_s3_time
+from .integrity import (
+    CHECKSUM_MODE,
+    ChecksumMismatch,
+    Integrity,
+    checksum_matches,
+    content_md5,
+    md5_body,
+    md5_bytes,
+    multipart_etag,
+    opaque,
+    plain_md5,
+    rewind,
+    service_checksum,
+)
 from .journal import UploadJournal
 from .store import (
     ListingPage,
@@ -119,6 +142,22 @@ def _merged(*parts: Mapping[str, str] | None) -> dict[str, str] | None:
     return merged or None
 
 
+#: Error codes of a service that checked ``Content-MD5`` and found the body changed.
+DIGEST_ERRORS = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
+
+
+def _covers_all(resp: Response, start: int, end: int | None) -> bool:
+    """Whether a GET's answer holds the whole object (its ETag then names its bytes)."""
+    if start != 0:
+        return False
+    if end is None or resp.status == 200:
+        return True
+    spec = (resp.getheader("content-range") or "").partition(" ")[2]
+    span, _, total = spec.partition("/")
+    last = span.partition("-")[2]
+    return total.isdigit() and last.isdigit() and int(last) + 1 == int(total)
+
+
 class S3Store:
     """One bucket through one connection."""
 
@@ -130,9 +169,15 @@ class S3Store:
         page_size: int = 1000,
         journal: UploadJournal | None = None,
         headers: ObjectHeaders | None = None,
+        integrity: Integrity | None = None,
     ) -> None:
         self.conn = conn
         self.headers = headers or ObjectHeaders()
+        self.integrity = integrity or Integrity()
+        if opaque(self.headers.write) or self.headers.key:
+            self.integrity.opaque_writes = True  # SSE-KMS / SSE-C: no ETag is an MD5
+        #: (upload id, part number) → the MD5 its ETag was checked against
+        self._part_md5: dict[tuple[str, int], str] = {}
         self.journal = journal or UploadJournal(None)  # default: not journaling
         self.bucket = bucket
         self.page_size = page_size
@@ -161,13 +206,38 @@ class S3Store:
             return None
         return _info(key, resp)
 
-    async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
+    async def part_size(self, key: str, number: int, *, if_match: str = "") -> int | None:
+        """The size of part ``number`` of version ``if_match`` of a multipart object (HEAD
+        ?partNumber=; the integrity check of a sequential read), None if not answered."""
         headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
         try:
-            resp = await self.conn.get(self.bucket, key, headers)
+            resp = await self.conn.head(self.bucket, key, headers, part_number=number)
         except NoSuchKey:
             return None
-        return _info(key, resp), await _as_bytes(resp.object.data)
+        if opaque(resp.headers):  # SSE: no ETag of it is an MD5
+            self.integrity.note_opaque(resp.etag)
+            return None
+        return resp.content_length if resp.etag == if_match or not if_match else None
+
+    def _read_headers(self, if_match: str, start: int = 0) -> dict[str, str] | None:
+        """A GET's headers: ``If-Match``, the SSE-C key, and from the start of an object with
+        the checks on, ``x-amz-checksum-mode`` (the service's checksum, if it has one)."""
+        checksum = CHECKSUM_MODE if self.integrity.enabled and start == 0 else None
+        return _merged({"if-match": if_match} if if_match else None, self.headers.key, checksum)
+
+    async def get_object(self, key: str, *, if_match: str = "") -> tuple[ObjectInfo, bytes] | None:
+        headers = self._read_headers(if_match)
+
+        async def attempt() -> tuple[ObjectInfo, bytes] | None:
+            try:
+                resp = await self.conn.get(self.bucket, key, headers)
+            except NoSuchKey:
+                return None
+            data = await _as_bytes(resp.object.data)
+            await self._check_read(key, resp, data)
+            return _info(key, resp), data
+
+        return await self.integrity.retrying("get", attempt)
 
     async def get_range(
         self, key: str, start: int, end: int | None, *, if_match: str = ""
@@ -175,16 +245,44 @@ class S3Store:
         if end is not None and end < start:
             return b""
         byte_range = None if start == 0 and end is None else (start, end)
-        headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
-        try:
-            resp = await self.conn.get(self.bucket, key, headers, byte_range=byte_range)
-        except InvalidRange:
-            return b""
-        data = await _as_bytes(resp.object.data)
-        if byte_range is not None and resp.status == 200:
-            # the service ignored Range and sent everything: cut the part asked for
-            data = data[start : None if end is None else end + 1]
-        return data
+        headers = self._read_headers(if_match, start)
+
+        async def attempt() -> bytes:
+            try:
+                resp = await self.conn.get(self.bucket, key, headers, byte_range=byte_range)
+            except InvalidRange:
+                return b""
+            data = await _as_bytes(resp.object.data)
+            if _covers_all(resp, start, end):
+                await self._check_read(key, resp, data)
+            if byte_range is not None and resp.status == 200:
+                # the service ignored Range and sent everything: cut the part asked for
+                data = data[start : None if end is None else end + 1]
+            return data
+
+        return await self.integrity.retrying("get", attempt)
+
+    async def _check_read(self, key: str, resp: Response, data: bytes) -> None:
+        """ChecksumMismatch when a whole object's bytes are not its single-part ETag's MD5."""
+        integrity = self.integrity
+        if not integrity.enabled:
+            return
+        checksum = service_checksum(resp.headers)
+        if checksum is not None:  # the service's own: good whatever the ETag is
+            integrity.checked += 1
+            if not await checksum_matches(*checksum, data):
+                raise ChecksumMismatch(f"GET {key!r}: {len(data)} bytes not of {checksum[0]}")
+            return
+        if opaque(resp.headers):
+            integrity.note_opaque(resp.etag)
+            return
+        expected = integrity.expected_md5(resp.etag)
+        if expected is None:
+            return
+        got = await md5_bytes(data)
+        integrity.checked += 1
+        if got != expected:
+            raise ChecksumMismatch(f"GET {key!r}: {len(data)} bytes of MD5 {got}, ETag {expected}")
 
     async def get_range_into(
         self, key: str, start: int, end: int, sink: Sink, *, if_match: str = ""
@@ -193,7 +291,11 @@ class S3Store:
             return
         headers = _merged({"if-match": if_match} if if_match else None, self.headers.key)
         with contextlib.suppress(InvalidRange):  # starts at or past the end: no bytes
-            await self.conn.get_into(self.bucket, key, sink, headers, byte_range=(start, end))
+            resp = await self.conn.get_into(
+                self.bucket, key, sink, headers, byte_range=(start, end)
+            )
+            if opaque(resp.headers):  # its ETag is not an MD5: no sequential check of it
+                self.integrity.note_opaque(resp.etag)
 
     async def put(
         self,
@@ -208,10 +310,44 @@ class S3Store:
         length: int | None = None
         if isinstance(body, FileWindow):  # exactly its length, whatever the file holds past it
             length = body.length - body.tell()
-        resp = await self.conn.put(
-            self.bucket, key, S3Object(body, dict(metadata)), headers, content_length=length
-        )
-        return PutResult(etag=resp.etag)
+        if not self.integrity.enabled:
+            resp = await self.conn.put(
+                self.bucket, key, S3Object(body, dict(metadata)), headers, content_length=length
+            )
+            return PutResult(etag=resp.etag)
+        md5 = await md5_body(body, length)
+        headers = _merged(headers, {"content-md5": content_md5(md5)})
+        back = rewind(body)
+
+        async def attempt() -> PutResult:
+            back()  # a resend reads the body from the same place
+            try:
+                resp = await self.conn.put(
+                    self.bucket,
+                    key,
+                    S3Object(body, dict(metadata)),
+                    headers,
+                    content_length=length,
+                )
+            except S3ResponseError as exc:
+                if exc.code in DIGEST_ERRORS:
+                    raise ChecksumMismatch(f"PUT {key!r}: {exc.code}") from exc
+                raise
+            self._check_written(f"PUT {key!r}", resp, md5)
+            return PutResult(etag=resp.etag)
+
+        return await self.integrity.retrying("put", attempt)
+
+    def _check_written(self, what: str, resp: Response, md5: str) -> bool:
+        """ChecksumMismatch when the ETag answered is an MD5 other than ``md5``; whether it
+        was compared (an SSE answer's ETag is not an MD5, nor one not of 32 hex digits)."""
+        answered = plain_md5(resp.etag)
+        if self.integrity.opaque_writes or opaque(resp.headers) or answered is None:
+            return False  # SSE, or a service whose ETags are not MD5s at all: Content-MD5 only
+        self.integrity.checked += 1
+        if answered != md5:
+            raise ChecksumMismatch(f"{what}: stored with ETag {resp.etag}, sent MD5 {md5}")
+        return True
 
     # -- multipart, part by part (the upload engine's primitives) ---------------------------
 
@@ -229,26 +365,65 @@ class S3Store:
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: PartBody | bytes, length: int
     ) -> UploadedPart:
-        part = await self.conn.upload_part(
-            self.bucket,
-            key,
-            upload_id,
-            number,
-            body,
-            content_length=length,
-            headers=_merged(self.headers.key),
-        )
-        return UploadedPart(part.part_number, part.etag, length)
+        if not self.integrity.enabled:
+            part = await self.conn.upload_part(
+                self.bucket,
+                key,
+                upload_id,
+                number,
+                body,
+                content_length=length,
+                headers=_merged(self.headers.key),
+            )
+            return UploadedPart(part.part_number, part.etag, length)
+        md5 = await md5_body(body, length)
+        headers = _merged(self.headers.key, {"content-md5": content_md5(md5)})
+        back = rewind(body)
+
+        async def attempt() -> UploadedPart:
+            back()
+            try:
+                part = await self.conn.upload_part_answer(
+                    self.bucket,
+                    key,
+                    upload_id,
+                    number,
+                    body,
+                    content_length=length,
+                    headers=headers,
+                )
+            except S3ResponseError as exc:
+                if exc.code in DIGEST_ERRORS:
+                    raise ChecksumMismatch(f"part {number} of {key!r}: {exc.code}") from exc
+                raise
+            part_info, resp = part
+            if self._check_written(f"part {number} of {key!r}", resp, md5):
+                self._part_md5[(upload_id, number)] = md5
+            return UploadedPart(part_info.part_number, part_info.etag, length)
+
+        return await self.integrity.retrying("part", attempt)
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[UploadedPart]
     ) -> PutResult:
         ordered = [Part(p.number, p.etag, p.size) for p in sorted(parts, key=lambda p: p.number)]
+        md5s = [self._part_md5.pop((upload_id, p.part_number), "") for p in ordered]
         resp = await self.conn.complete_multipart_upload(self.bucket, key, upload_id, ordered)
         await self.journal.finished(upload_id)
+        if self.integrity.enabled and md5s and all(md5s) and not opaque(resp.headers):
+            # every part was checked: the object's ETag must be S3's md5-of-MD5s
+            expected = multipart_etag(md5s)
+            self.integrity.checked += 1
+            if resp.etag.strip().strip('"').lower() != expected:
+                self.integrity.mismatch("complete", f"{key!r}: ETag {resp.etag}, {expected}")
+                raise ChecksumMismatch(
+                    f"upload of {key!r} completed with ETag {resp.etag}, not {expected}"
+                )
         return PutResult(etag=resp.etag)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
+        for done in [k for k in self._part_md5 if k[0] == upload_id]:
+            del self._part_md5[done]
         try:
             await self.conn.abort_multipart_upload(self.bucket, key, upload_id)
         except NoSuchUpload:

@@ -60,6 +60,7 @@ from ..config.options import MountOptions, OptionError
 from ..fs.adapter import S3fmOperations
 from ..fs.core import FsCore
 from ..fs.inodes import Node
+from ..fs.integrity import ATTEMPTS, Integrity
 from ..fs.s3store import S3Store
 from . import sdnotify
 from .connection import connection_for, describe_failure, mount_retry
@@ -305,6 +306,10 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
             page_size=config.options.list_object_max_keys,
             journal=kept.journal,
             headers=headers,
+            integrity=Integrity(
+                enabled=not config.options.no_checksum,
+                attempts=config.options.retries or ATTEMPTS,  # s3fs's retries= bounds resends too
+            ),
         )
         core = FsCore(
             store,

@@ -16,6 +16,14 @@ kind           what the client sees
 ``refuse``     a TCP RST before the request reaches the server
 =============  =================================================================================
 
+Corruption (``corrupt={"GET": p, "PUT": q}``, or ``set_corruption``): independently of the
+faults, with probability ``p`` an object GET's answer body (a 200 or 206 with an ``ETag``, so
+never a listing's XML) has one byte flipped on its way to the client, and with probability
+``q`` a PUT's non-empty request body (an object or a part) has one byte flipped on its way to
+the server. Both draw from their own RNG (seeded by ``seed``), so turning corruption on does
+not change which faults the requests get. ``corrupted`` counts them by method, and
+``corruptions`` lists (method, target, offset) in order.
+
 Invariants:
 - With probability ``rate`` a request gets one fault, its kind drawn by ``weights``, from one
   RNG seeded by ``seed``; ``inject`` forces faults on the next matching requests first.
@@ -136,8 +144,15 @@ class FaultProxy:
         rate: float = 0.0,
         weights: Mapping[str, float] | None = None,
         stall_seconds: float | None = 2.0,
+        corrupt: Mapping[str, float] | None = None,
     ) -> None:
         self.upstream = upstream
+        self.corrupt: dict[str, float] = dict(corrupt or {})
+        #: bodies with one byte flipped, by method
+        self.corrupted: Counter[str] = Counter()
+        #: (method, target, offset in the body) of every byte flipped, in order
+        self.corruptions: list[tuple[str, str, int]] = []
+        self._corrupt_rng = random.Random(f"corrupt-{seed}")
         self.rate = rate
         self.weights: dict[str, float] = dict(weights or dict.fromkeys(KINDS, 1.0))
         self.stall_seconds = stall_seconds
@@ -186,6 +201,28 @@ class FaultProxy:
             if stall_seconds is not None:
                 self.stall_seconds = stall_seconds
 
+    def set_corruption(self, rates: Mapping[str, float]) -> None:
+        """Flip one byte in ``rates[method]`` of the bodies ("GET": answers, "PUT": requests)
+        from now on."""
+        unknown = set(rates) - {"GET", "PUT"}
+        if unknown:
+            raise ValueError(f"only GET and PUT bodies are corrupted, not {sorted(unknown)}")
+        with self._lock:
+            self.corrupt = dict(rates)
+
+    def _flip_at(self, method: str, target: str, length: int) -> int | None:
+        """Where to flip a byte of a ``length``-byte body of ``method`` (None: nowhere)."""
+        rate = self.corrupt.get(method, 0.0)
+        if length <= 0 or rate <= 0:
+            return None
+        with self._lock:
+            if self._corrupt_rng.random() >= rate:
+                return None
+            offset = self._corrupt_rng.randrange(length)
+            self.corrupted[method] += 1
+            self.corruptions.append((method, target, offset))
+            return offset
+
     def inject(self, kind: str, count: int = 1, match: Match | None = None) -> None:
         """Give the next ``count`` requests that ``match`` (default: any) fault ``kind``."""
         if kind not in KINDS:
@@ -223,9 +260,15 @@ class FaultProxy:
         """One line: requests, forwarded, faults by kind."""
         with self._lock:
             kinds = ", ".join(f"{k} {self.injected[k]}" for k in KINDS if self.injected[k])
+            flipped = ", ".join(f"{m} {n}" for m, n in sorted(self.corrupted.items()))
             return (
                 f"{self.requests} requests, {self.forwarded} forwarded, "
                 f"{sum(self.injected.values())} faults ({kinds or 'none'})"
+                + (
+                    f", {sum(self.corrupted.values())} bodies corrupted ({flipped})"
+                    if flipped
+                    else ""
+                )
             )
 
     def start(self) -> None:
@@ -318,6 +361,12 @@ class FaultProxy:
                 while self._mode == "hang":
                     conn.hold(POLL)
                 conn.check()
+                if request.method == "PUT" and request.body:
+                    flip = self._flip_at("PUT", request.target, len(request.body))
+                    if flip is not None:
+                        body = bytearray(request.body)
+                        body[flip] ^= 0xFF
+                        request.body = bytes(body)
                 if upstream is None:
                     upstream = http.client.HTTPConnection(
                         self.upstream.host, self.upstream.port, timeout=UPSTREAM_TIMEOUT
@@ -331,7 +380,15 @@ class FaultProxy:
                     if kind == "reset":
                         conn.send_cut(request, answer, self._cut)
                         raise _Reset
-                    conn.send_answer(request, answer)
+                    flip = None
+                    if (
+                        request.method == "GET"
+                        and answer.status in (200, 206)
+                        and answer.getheader("etag")
+                        and answer.length
+                    ):
+                        flip = self._flip_at("GET", request.target, answer.length)
+                    conn.send_answer(request, answer, flip)
                 finally:
                     if kind == "reset" or answer.will_close or not answer.isclosed():
                         upstream.close()  # unread bytes, or the server closes it
@@ -505,8 +562,11 @@ class _Connection:
     def _bodiless(request: Request, answer: http.client.HTTPResponse) -> bool:
         return request.method == "HEAD" or answer.status in (204, 304) or answer.status < 200
 
-    def send_answer(self, request: Request, answer: http.client.HTTPResponse) -> None:
-        """Relay the server's answer, its body streamed when its length is known."""
+    def send_answer(
+        self, request: Request, answer: http.client.HTTPResponse, flip: int | None = None
+    ) -> None:
+        """Relay the server's answer, its body streamed when its length is known (with byte
+        ``flip`` of it inverted, if given)."""
         if self._bodiless(request, answer):
             answer.read()
             self.send(self._head(answer, None))
@@ -516,7 +576,13 @@ class _Connection:
             self.send(self._head(answer, len(body)) + body)
             return
         self.send(self._head(answer, None))
+        sent = 0
         while chunk := answer.read(CHUNK):
+            if flip is not None and sent <= flip < sent + len(chunk):
+                changed = bytearray(chunk)
+                changed[flip - sent] ^= 0xFF
+                chunk = bytes(changed)
+            sent += len(chunk)
             self.send(chunk)
 
     def send_cut(
@@ -541,7 +607,8 @@ class _Connection:
 @contextlib.contextmanager
 def fault_proxy(upstream: S3Server, **settings: object) -> Iterator[FaultProxy]:
     """A running :class:`FaultProxy` in front of ``upstream`` for the block (stopped after it,
-    whatever happens). ``settings``: ``seed``, ``rate``, ``weights``, ``stall_seconds``."""
+    whatever happens). ``settings``: ``seed``, ``rate``, ``weights``, ``stall_seconds``,
+    ``corrupt``."""
     proxy = FaultProxy(upstream, **settings)  # type: ignore[arg-type]
     proxy.start()
     try:
