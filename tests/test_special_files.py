@@ -1,0 +1,214 @@
+"""Special files (issue 14): FIFOs, sockets, character and block devices.
+
+In-process (the core over moto): mknod of each type stores an empty object whose metadata is
+s3fs-fuse's (``mode`` in decimal with the type bits) plus ``rdev`` for a device; a new core
+(a remount) finds the same type, permissions, owner and device number, from a lookup and from
+a listing; chmod, chown, utimens and rename keep the type and the number; unlink deletes it.
+Mounted: real ``mkfifo``, ``mknod`` and a Python socket's ``bind``, kept across a remount, and
+the FIFO works (the kernel serves it). ``tests/test_s3fs_interop.py``'s pair of mounts checks
+that s3fs-fuse shows what s3fmfs made and the other way round.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3fmfs.fs.attrs import Defaults, Kind, attr_from_object, metadata_of
+from s3fmfs.fs.inodes import ROOT_INODE
+from tests.support.core import listdir
+from tests.support.mount import mounted
+from tests.support.servers import S3Server, unique_bucket
+from tests.test_fs_core import Env, expect_errno
+from tests.test_fs_core import env as env  # the fixture, used by name
+
+DEFAULTS = Defaults(uid=1, gid=2, file_mode=0o640, dir_mode=0o750)
+
+
+def _attr(mode: int, **more: str) -> Any:
+    return attr_from_object(
+        is_dir=False,
+        size=0,
+        last_modified_ns=10**18,
+        etag='"e"',
+        metadata={"mode": str(mode), **more},
+        defaults=DEFAULTS,
+    )
+
+
+# -- attributes ↔ metadata -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("type_bits", "kind"),
+    [
+        (stat.S_IFIFO, Kind.FIFO),
+        (stat.S_IFSOCK, Kind.SOCKET),
+        (stat.S_IFCHR, Kind.CHAR),
+        (stat.S_IFBLK, Kind.BLOCK),
+        (stat.S_IFREG, Kind.FILE),
+        (stat.S_IFLNK, Kind.SYMLINK),
+    ],
+)
+def test_kind_from_the_mode(type_bits: int, kind: Kind) -> None:
+    attr = _attr(type_bits | 0o4751, rdev="2049")
+    assert attr.kind is kind
+    assert attr.mode == type_bits | 0o4751
+    assert attr.rdev == (2049 if kind.device else 0)  # only devices have a number
+    meta = metadata_of(attr)
+    assert meta["mode"] == str(type_bits | 0o4751)
+    assert meta.get("rdev") == ("2049" if kind.device else None)
+    # chmod keeps the type, and a device its number
+    changed = attr.with_changes(mode=0o600)
+    assert changed.mode == type_bits | 0o600 and changed.rdev == attr.rdev
+
+
+def test_device_numbers_missing_or_malformed_read_as_zero() -> None:
+    assert _attr(stat.S_IFCHR | 0o600).rdev == 0  # what s3fs-fuse writes: no rdev
+    assert _attr(stat.S_IFCHR | 0o600, rdev="x").rdev == 0
+    assert _attr(stat.S_IFBLK | 0o600, rdev="-1").rdev == 0
+    assert _attr(stat.S_IFBLK | 0o600, rdev=str(1 << 40)).rdev == 0
+    # a stale rdev of some other metadata is not carried over to a non-device
+    fifo = _attr(stat.S_IFIFO | 0o600)
+    assert "rdev" not in metadata_of(fifo, {"rdev": "5", "other": "kept"})
+
+
+# -- the core ------------------------------------------------------------------------------------
+
+#: (name, mode, rdev asked, rdev kept)
+MADE = [
+    ("fifo", stat.S_IFIFO | 0o640, 0, 0),
+    ("sock", stat.S_IFSOCK | 0o755, 7, 0),
+    ("chr", stat.S_IFCHR | 0o620, os.makedev(4, 64), os.makedev(4, 64)),
+    ("blk", stat.S_IFBLK | 0o660, os.makedev(259, 300), os.makedev(259, 300)),
+]
+
+
+async def test_mknod_stores_s3fs_metadata_and_is_kept(env: Env) -> None:
+    core, _ = env.core()
+    for name, mode, rdev, kept in MADE:
+        ino, attr = await core.mknod(ROOT_INODE, name.encode(), mode, 1000, 1001, rdev)
+        assert (attr.mode, attr.rdev, attr.uid, attr.gid, attr.size) == (mode, kept, 1000, 1001, 0)
+        assert (await core.getattr(ino)).mode == mode
+        info = await env.raw.head(name)
+        assert info is not None and info.size == 0
+        assert info.metadata["mode"] == str(mode)  # decimal, with the type bits: as s3fs
+        assert info.metadata.get("rdev") == (
+            str(kept)
+            if stat.S_IFMT(mode)
+            in (
+                stat.S_IFCHR,
+                stat.S_IFBLK,
+            )
+            else None
+        )
+        assert await env.body(name) == b""
+    with expect_errno(errno.EEXIST):
+        await core.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o600, 0, 0)
+    with expect_errno(errno.EINVAL):  # mknod(2) makes no directories
+        await core.mknod(ROOT_INODE, b"d", stat.S_IFDIR | 0o700, 0, 0)
+    ro, _ = env.core(ro=True)
+    with expect_errno(errno.EROFS):
+        await ro.mknod(ROOT_INODE, b"x", stat.S_IFIFO | 0o600, 0, 0)
+
+    # a remount: by lookup, and by a listing's entries once the kernel asks their attributes
+    again, _ = env.core()
+    for name, mode, _, kept in MADE:
+        _, attr = await again.lookup(ROOT_INODE, name.encode())
+        assert (attr.mode, attr.rdev, attr.uid, attr.gid) == (mode, kept, 1000, 1001)
+    listed, _ = env.core()
+    entries = await listdir(listed)
+    for name, mode, _, kept in MADE:
+        ino = entries[name][0]
+        attr = await listed.getattr(ino)
+        assert (attr.mode, attr.rdev) == (mode, kept)
+
+
+async def test_attribute_changes_rename_and_unlink_keep_the_type(env: Env) -> None:
+    core, _ = env.core()
+    dev = os.makedev(8, 1)
+    ino, _ = await core.mknod(ROOT_INODE, b"disk", stat.S_IFBLK | 0o600, 0, 0, dev)
+    attr = await core.setattr(ino, mode=0o4644, uid=5, gid=6, mtime_ns=1_234_567_890 * 10**9)
+    assert (attr.mode, attr.rdev, attr.uid, attr.gid) == (stat.S_IFBLK | 0o4644, dev, 5, 6)
+    with expect_errno(errno.EINVAL):  # truncate(2) of a device: the kernel says so first
+        await core.setattr(ino, size=0)
+    fifo, _ = await core.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o644, 0, 0)
+    await core.rename(ROOT_INODE, b"disk", ROOT_INODE, b"moved")
+    await core.rename(ROOT_INODE, b"fifo", ROOT_INODE, b"moved-fifo")
+    assert sorted(await env.keys()) == ["moved", "moved-fifo"]
+
+    again, _ = env.core()
+    _, moved = await again.lookup(ROOT_INODE, b"moved")
+    assert (moved.mode, moved.rdev, moved.uid, moved.gid) == (stat.S_IFBLK | 0o4644, dev, 5, 6)
+    assert moved.mtime_ns == 1_234_567_890 * 10**9
+    _, moved_fifo = await again.lookup(ROOT_INODE, b"moved-fifo")
+    assert moved_fifo.kind is Kind.FIFO
+
+    # a file renamed over a FIFO replaces it, and unlink deletes the object
+    fh, _, _ = await again.create(ROOT_INODE, b"plain", 0o644, os.O_WRONLY, 0, 0)
+    await again.flush(fh)
+    await again.release(fh)
+    await again.rename(ROOT_INODE, b"plain", ROOT_INODE, b"moved-fifo")
+    _, replaced = await again.lookup(ROOT_INODE, b"moved-fifo")
+    assert replaced.kind is Kind.FILE
+    await again.unlink(ROOT_INODE, b"moved")
+    assert await env.keys() == ["moved-fifo"]
+
+
+# -- mounted -------------------------------------------------------------------------------------
+
+
+def _fifo_round_trip(path: Path) -> bytes:
+    """Write into the FIFO from a thread and read it here: the kernel's pipe, not the bucket."""
+    writer = threading.Thread(target=path.write_bytes, args=(b"through the pipe",))
+    writer.start()
+    try:
+        return path.read_bytes()
+    finally:
+        writer.join(10)
+
+
+@pytest.mark.mounted
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of devices needs root")
+def test_mkfifo_mknod_and_sockets_on_a_mount(moto: S3Server, s3: Any, tmp_path: Path) -> None:
+    bucket = unique_bucket("special")
+    s3.create_bucket(Bucket=bucket)
+    chr_dev, blk_dev = os.makedev(1, 3), os.makedev(7, 200)
+    with mounted(moto, bucket, tmp_path=tmp_path) as mnt:
+        os.mkfifo(mnt / "fifo", 0o640)
+        os.mknod(mnt / "null", stat.S_IFCHR | 0o666, chr_dev)
+        os.mknod(mnt / "loop", stat.S_IFBLK | 0o600, blk_dev)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(mnt / "sock"))
+        assert _fifo_round_trip(mnt / "fifo") == b"through the pipe"
+        os.chmod(mnt / "fifo", 0o604)
+        os.chown(mnt / "null", 12, 34)
+        os.utime(mnt / "loop", (1_500_000_000, 1_500_000_000))
+        os.rename(mnt / "sock", mnt / "sock2")
+    seen = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert seen == {"fifo": 0, "null": 0, "loop": 0, "sock2": 0}
+    head = s3.head_object(Bucket=bucket, Key="loop")["Metadata"]
+    assert head["mode"] == str(stat.S_IFBLK | 0o600) and head["rdev"] == str(blk_dev)
+
+    with mounted(moto, bucket, tmp_path=tmp_path) as mnt:
+        st = {p.name: p.lstat() for p in mnt.iterdir()}
+        assert stat.S_ISFIFO(st["fifo"].st_mode) and stat.S_IMODE(st["fifo"].st_mode) == 0o604
+        assert stat.S_ISCHR(st["null"].st_mode) and st["null"].st_rdev == chr_dev
+        assert (st["null"].st_uid, st["null"].st_gid) == (12, 34)
+        assert stat.S_ISBLK(st["loop"].st_mode) and st["loop"].st_rdev == blk_dev
+        assert st["loop"].st_mtime == 1_500_000_000
+        assert stat.S_ISSOCK(st["sock2"].st_mode)
+        assert _fifo_round_trip(mnt / "fifo") == b"through the pipe"  # a FIFO again
+        # FUSE mounts are nodev: a device node is shown, never opened
+        with pytest.raises(PermissionError):
+            (mnt / "null").open("rb")
+        os.unlink(mnt / "fifo")
+        os.unlink(mnt / "null")
+        assert sorted(p.name for p in mnt.iterdir()) == ["loop", "sock2"]
