@@ -139,7 +139,7 @@ async def test_attribute_changes_rename_and_unlink_keep_the_type(env: Env) -> No
     assert (attr.mode, attr.rdev, attr.uid, attr.gid) == (stat.S_IFBLK | 0o4644, dev, 5, 6)
     with expect_errno(errno.EINVAL):  # truncate(2) of a device: the kernel says so first
         await core.setattr(ino, size=0)
-    fifo, _ = await core.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o644, 0, 0)
+    await core.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o644, 0, 0)
     await core.rename(ROOT_INODE, b"disk", ROOT_INODE, b"moved")
     await core.rename(ROOT_INODE, b"fifo", ROOT_INODE, b"moved-fifo")
     assert sorted(await env.keys()) == ["moved", "moved-fifo"]
