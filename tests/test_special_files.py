@@ -98,17 +98,10 @@ async def test_mknod_stores_s3fs_metadata_and_is_kept(env: Env) -> None:
         assert (attr.mode, attr.rdev, attr.uid, attr.gid, attr.size) == (mode, kept, 1000, 1001, 0)
         assert (await core.getattr(ino)).mode == mode
         info = await env.raw.head(name)
-        assert info is not None and info.size == 0
+        assert info is not None and info.size == 0 and info.metadata is not None
         assert info.metadata["mode"] == str(mode)  # decimal, with the type bits: as s3fs
-        assert info.metadata.get("rdev") == (
-            str(kept)
-            if stat.S_IFMT(mode)
-            in (
-                stat.S_IFCHR,
-                stat.S_IFBLK,
-            )
-            else None
-        )
+        device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        assert info.metadata.get("rdev") == (str(kept) if device else None)
         assert await env.body(name) == b""
     with expect_errno(errno.EEXIST):
         await core.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o600, 0, 0)
