@@ -33,6 +33,10 @@ pytestmark = [
 
 #: Share of the 5,981 cases that must pass (measured: see docs/TESTING.md, "pjdfstest").
 MIN_PASSED = 0.90
+#: Some suites only, by hand (``PJDFSTEST_SUITES=open,rename``): the share is still asserted.
+SUITES = tuple(filter(None, os.environ.get("PJDFSTEST_SUITES", "").split(","))) or (
+    pjdfstest.SUITES
+)
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +51,9 @@ def test_pjdfstest_cases(pjdfstest_tree: Path, moto: S3Server, s3: Any, tmp_path
     bucket = unique_bucket("pjd")
     s3.create_bucket(Bucket=bucket)
     with mounted(moto, bucket, options=["allow_other"], tmp_path=tmp_path) as mnt:
-        results = pjdfstest.run(pjdfstest_tree, mnt)
+        results = pjdfstest.run(pjdfstest_tree, mnt, SUITES)
     print(results.report())
-    assert results.total >= 5_900, results.report()  # every suite ran to its plan
+    if SUITES == pjdfstest.SUITES:
+        assert results.total >= 5_900, results.report()  # every suite ran to its plan
     share = results.passed / results.total
     assert share >= MIN_PASSED, results.report()

@@ -28,6 +28,8 @@ from tests.support.mount import mounted
 from tests.support.servers import S3Server, unique_bucket
 from tests.test_fs_core import Env, expect_errno
 from tests.test_fs_core import env as env  # the fixture, used by name
+from tests.test_s3fs_interop import S3FS, Pair, eventually
+from tests.test_s3fs_interop import pair as pair  # the fixture, used by name
 
 DEFAULTS = Defaults(uid=1, gid=2, file_mode=0o640, dir_mode=0o750)
 
@@ -205,3 +207,49 @@ def test_mkfifo_mknod_and_sockets_on_a_mount(moto: S3Server, s3: Any, tmp_path: 
         os.unlink(mnt / "fifo")
         os.unlink(mnt / "null")
         assert sorted(p.name for p in mnt.iterdir()) == ["loop", "sock2"]
+
+
+# -- side by side with s3fs-fuse -----------------------------------------------------------------
+
+
+@pytest.mark.mounted
+@pytest.mark.skipif(S3FS is None, reason="needs s3fs-fuse (apt install s3fs; make deps)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of devices and owners need root")
+def test_special_files_with_s3fs(pair: Pair) -> None:
+    """Each side makes a FIFO, a socket and both kinds of device; the other shows the same
+    type, permissions and owner. Device numbers: s3fs-fuse 1.90 keeps none (its own devices
+    read back as 0, on both sides), and ignores the ``rdev`` s3fmfs writes (0 there too)."""
+    dev = os.makedev(8, 17)
+    made: dict[str, tuple[int, int]] = {}  # name → (mode, rdev as s3fmfs shows it)
+    for side, root in (("theirs", pair.s3fs), ("ours", pair.ours)):
+        os.mkfifo(root / f"fifo-{side}", 0o640)
+        os.mknod(root / f"chr-{side}", stat.S_IFCHR | 0o620, dev)
+        os.mknod(root / f"blk-{side}", stat.S_IFBLK | 0o660, dev)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(root / f"sock-{side}"))
+        os.chown(root / f"blk-{side}", 21, 22)
+        kept = dev if side == "ours" else 0
+        made |= {
+            f"fifo-{side}": (stat.S_IFIFO | 0o640, 0),
+            f"chr-{side}": (stat.S_IFCHR | 0o620, kept),
+            f"blk-{side}": (stat.S_IFBLK | 0o660, kept),
+        }
+    sock_mode = (pair.ours / "sock-ours").lstat().st_mode
+    made |= {"sock-ours": (sock_mode, 0), "sock-theirs": (sock_mode, 0)}
+    assert stat.S_ISSOCK(sock_mode)
+
+    def shown(root: Path) -> dict[str, tuple[int, int]]:
+        return {p.name: (p.lstat().st_mode, p.lstat().st_rdev) for p in root.iterdir()}
+
+    eventually(lambda: shown(pair.ours) == made)
+    theirs = {name: (mode, 0) for name, (mode, _) in made.items()}  # s3fs shows no numbers
+    eventually(lambda: shown(pair.s3fs) == theirs)
+    for root in (pair.s3fs, pair.ours):
+        for side in ("theirs", "ours"):
+            st = (root / f"blk-{side}").lstat()
+            assert (st.st_uid, st.st_gid) == (21, 22)
+    # renamed and removed by the other side, as files are
+    os.rename(pair.ours / "fifo-theirs", pair.ours / "fifo-moved")
+    os.unlink(pair.s3fs / "chr-ours")
+    eventually(lambda: stat.S_ISFIFO((pair.s3fs / "fifo-moved").lstat().st_mode))
+    eventually(lambda: not (pair.ours / "chr-ours").exists())

@@ -106,10 +106,17 @@ class Results:
             lines.append(f"  {suite}: {passed}/{total}")
         for name, f in sorted(self.files.items()):
             if f.failed or f.missing:
-                shown = "; ".join(f"{n}{m}" for n, m in list(f.failed.items())[:4])
+                shown = "; ".join(f"{n}{_short(m)}" for n, m in list(f.failed.items())[:3])
                 extra = f" (+{f.missing} never reported)" if f.missing else ""
                 lines.append(f"  FAIL {name}: {len(f.failed)}{extra}: {shown}")
         return "\n".join(lines)
+
+
+def _short(message: str, keep: int = 110) -> str:
+    """A failure's message cut to ``keep`` characters (pjdfstest's names are long)."""
+    message = re.sub(r"pjdfstest_[0-9a-f]{32}", "N", message)  # its generated names
+    message = re.sub(r"[0-9a-f]{64,}", "LONG", message)
+    return message if len(message) <= keep else message[: keep - 1] + "…"
 
 
 def parse(output: str, tests_dir: Path) -> Results:
