@@ -23,8 +23,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-#: The archive, where the CI keeps third-party sources: ``../shared`` beside the clone.
-ARCHIVE = REPO.parent / "shared" / "third_party" / "pjdfstest-85a8aea.tar.gz"
+NAME = "pjdfstest-85a8aea.tar.gz"
+
+
+def _archive() -> Path:
+    """Where the CI keeps third-party sources: ``../shared`` beside the clone (for a git
+    worktree, beside its main checkout too)."""
+    beside = [REPO.parent]
+    dot_git = REPO / ".git"
+    if dot_git.is_file():  # a worktree: "gitdir: MAIN/.git/worktrees/NAME"
+        gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
+        if gitdir.parent.name == "worktrees":
+            beside.append(gitdir.parents[2].parent)
+    for where in beside:
+        found = where / "shared" / "third_party" / NAME
+        if found.exists():
+            return found
+    return beside[0] / "shared" / "third_party" / NAME
+
+
+#: The pjdfstest sources (missing: the test is skipped, saying where it looked first).
+ARCHIVE = _archive()
 #: What the build needs on the PATH (Debian: autoconf automake gcc; perl brings prove).
 TOOLS = ("autoreconf", "automake", "gcc", "make", "prove")
 #: The suites measured (issue 14): 5,981 cases.
