@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 #: Share of the 5,981 cases that must pass (measured: see docs/TESTING.md, "pjdfstest").
-MIN_PASSED = 0.90
+MIN_PASSED = 0.975  # measured: 5,873 of 5,981 (98.2%)
 #: Some suites only, by hand (``PJDFSTEST_SUITES=open,rename``): the share is still asserted.
 SUITES = tuple(filter(None, os.environ.get("PJDFSTEST_SUITES", "").split(","))) or (
     pjdfstest.SUITES

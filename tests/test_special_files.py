@@ -11,6 +11,7 @@ that s3fs-fuse shows what s3fmfs made and the other way round.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -221,6 +222,38 @@ def test_special_files_with_s3fs(pair: Pair) -> None:
     read back as 0, on both sides), and ignores the ``rdev`` s3fmfs writes (0 there too)."""
     dev = os.makedev(8, 17)
     made: dict[str, tuple[int, int]] = {}  # name → (mode, rdev as s3fmfs shows it)
+    old_umask = os.umask(0)  # the modes asked, unmasked
+    try:
+        _make_both_sides(pair, dev, made)
+    finally:
+        os.umask(old_umask)
+    sock_mode = (pair.ours / "sock-ours").lstat().st_mode
+    made |= {"sock-ours": (sock_mode, 0), "sock-theirs": (sock_mode, 0)}
+    assert stat.S_ISSOCK(sock_mode)
+
+    def shown(root: Path) -> dict[str, tuple[int, int]]:
+        return {p.name: (p.lstat().st_mode, p.lstat().st_rdev) for p in root.iterdir()}
+
+    def settles(root: Path, want: dict[str, tuple[int, int]]) -> None:
+        with contextlib.suppress(AssertionError):
+            eventually(lambda: shown(root) == want)
+        assert shown(root) == want
+
+    settles(pair.ours, made)
+    settles(pair.s3fs, {name: (mode, 0) for name, (mode, _) in made.items()})  # no numbers
+    for root in (pair.s3fs, pair.ours):
+        for side in ("theirs", "ours"):
+            st = (root / f"blk-{side}").lstat()
+            assert (st.st_uid, st.st_gid) == (21, 22)
+    # renamed and removed by the other side, as files are
+    os.rename(pair.ours / "fifo-theirs", pair.ours / "fifo-moved")
+    os.unlink(pair.s3fs / "chr-ours")
+    eventually(lambda: stat.S_ISFIFO((pair.s3fs / "fifo-moved").lstat().st_mode))
+    eventually(lambda: not (pair.ours / "chr-ours").exists())
+
+
+def _make_both_sides(pair: Pair, dev: int, made: dict[str, tuple[int, int]]) -> None:
+    """A FIFO, both kinds of device and a socket on each side, into ``made``."""
     for side, root in (("theirs", pair.s3fs), ("ours", pair.ours)):
         os.mkfifo(root / f"fifo-{side}", 0o640)
         os.mknod(root / f"chr-{side}", stat.S_IFCHR | 0o620, dev)
@@ -234,22 +267,3 @@ def test_special_files_with_s3fs(pair: Pair) -> None:
             f"chr-{side}": (stat.S_IFCHR | 0o620, kept),
             f"blk-{side}": (stat.S_IFBLK | 0o660, kept),
         }
-    sock_mode = (pair.ours / "sock-ours").lstat().st_mode
-    made |= {"sock-ours": (sock_mode, 0), "sock-theirs": (sock_mode, 0)}
-    assert stat.S_ISSOCK(sock_mode)
-
-    def shown(root: Path) -> dict[str, tuple[int, int]]:
-        return {p.name: (p.lstat().st_mode, p.lstat().st_rdev) for p in root.iterdir()}
-
-    eventually(lambda: shown(pair.ours) == made)
-    theirs = {name: (mode, 0) for name, (mode, _) in made.items()}  # s3fs shows no numbers
-    eventually(lambda: shown(pair.s3fs) == theirs)
-    for root in (pair.s3fs, pair.ours):
-        for side in ("theirs", "ours"):
-            st = (root / f"blk-{side}").lstat()
-            assert (st.st_uid, st.st_gid) == (21, 22)
-    # renamed and removed by the other side, as files are
-    os.rename(pair.ours / "fifo-theirs", pair.ours / "fifo-moved")
-    os.unlink(pair.s3fs / "chr-ours")
-    eventually(lambda: stat.S_ISFIFO((pair.s3fs / "fifo-moved").lstat().st_mode))
-    eventually(lambda: not (pair.ours / "chr-ours").exists())
