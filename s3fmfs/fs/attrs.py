@@ -79,11 +79,6 @@ class Kind(enum.Enum):
         return _TYPE_BITS[self]
 
     @property
-    def special(self) -> bool:
-        """A FIFO, socket or device: the kernel serves it, the bucket only names it."""
-        return self in (Kind.FIFO, Kind.SOCKET, Kind.CHAR, Kind.BLOCK)
-
-    @property
     def device(self) -> bool:
         """A character or block device: it has a device number (``Attr.rdev``)."""
         return self in (Kind.CHAR, Kind.BLOCK)
