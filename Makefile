@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := tests/node
 # s3fs: s3fs-fuse itself, mounted side by side with s3fmfs by tests/test_s3fs_interop.py.
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd s3fs attr
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev rsync sqlite3 git curl tar systemd s3fs attr autoconf automake
 
 .PHONY: all apt venv npm deps check lint typecheck test test-quick demo docs bench install uninstall clean
 

@@ -92,7 +92,7 @@ class S3fmOperations(pyfuse3.Operations):
             attr, root=ino == pyfuse3.ROOT_INODE
         )
         entry.st_nlink = 2 if attr.kind is Kind.DIR else 1
-        entry.st_rdev = 0
+        entry.st_rdev = attr.rdev
         entry.st_size = attr.size
         entry.st_blksize = 4096
         entry.st_blocks = (attr.size + 511) // 512
@@ -222,7 +222,7 @@ class S3fmOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         with _fuse_errors("mknod"):
-            ino, attr = await self.core.mknod(parent_inode, name, mode, ctx.uid, ctx.gid)
+            ino, attr = await self.core.mknod(parent_inode, name, mode, ctx.uid, ctx.gid, rdev)
             return self._entry(ino, attr)
 
     # -- files ---------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Invariants:
 - ``Attr.mode`` always carries the file type bits, and they agree with ``Attr.kind``.
 - Metadata written is exactly s3fs-fuse's: ``mode`` (decimal, WITH type bits), ``uid``,
-  ``gid``, ``mtime`` (integer seconds); everything else a reader finds missing or malformed
+  ``gid``, ``mtime`` (integer seconds), for a device ``rdev`` (its number, decimal: s3fs-fuse
+  keeps none and shows 0); everything else a reader finds missing or malformed
   falls back to the mount's defaults (modes, owner) and LastModified (mtime; also for an
   mtime at or before the epoch, like s3fs's ``-1``).
 - Times are integer nanoseconds since the epoch (pyfuse3's ``st_*_ns``).
@@ -35,7 +36,9 @@ META_MODE = "mode"
 META_UID = "uid"
 META_GID = "gid"
 META_MTIME = "mtime"
-OUR_META = (META_MODE, META_UID, META_GID, META_MTIME)
+#: A device's number, decimal (the ``dev_t`` FUSE hands over); s3fs-fuse 1.90 writes none.
+META_RDEV = "rdev"
+OUR_META = (META_MODE, META_UID, META_GID, META_MTIME, META_RDEV)
 #: s3fs-fuse also writes ``atime`` and ``ctime``; we read neither, and drop ``ctime`` on write.
 META_CTIME = "ctime"
 #: Names s3fs-fuse gives its own metadata: never user metadata (extended attributes).
@@ -70,10 +73,33 @@ class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+    # special files (``special``): an empty object whose mode carries the type
+    FIFO = "fifo"
+    SOCKET = "socket"
+    CHAR = "char"
+    BLOCK = "block"
 
     @property
     def type_bits(self) -> int:
-        return {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}[self]
+        return _TYPE_BITS[self]
+
+    @property
+    def device(self) -> bool:
+        """A character or block device: it has a device number (``Attr.rdev``)."""
+        return self in (Kind.CHAR, Kind.BLOCK)
+
+
+_TYPE_BITS = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.SOCKET: stat.S_IFSOCK,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+}
+#: File type bits → the kind of a non-directory object.
+_KIND_OF_TYPE = {bits: kind for kind, bits in _TYPE_BITS.items() if kind is not Kind.DIR}
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,7 @@ class Attr:
     complete: bool = True
     old_forms: tuple[str, ...] = ()  # a directory's objects in s3fs's older forms (keys)
     meta: tuple[tuple[str, str], ...] | None = None  # other user metadata (``user_meta``)
+    rdev: int = 0  # a device's number (``Kind.device``); 0 for everything else
 
     def with_changes(self, **changes: object) -> Attr:
         """A copy with some fields changed (type bits of a new mode follow ``kind``)."""
@@ -198,10 +225,11 @@ def user_meta(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def kind_from_mode(mode: int | None, default: Kind) -> Kind:
-    """A non-directory object is a symlink when its mode says so; keys decide directories."""
+    """A non-directory object is a symlink, FIFO, socket or device when its mode says so
+    (any other type, a directory's included, is a file); keys decide directories."""
     if default is Kind.DIR or mode is None:
         return default
-    return Kind.SYMLINK if stat.S_ISLNK(mode) else Kind.FILE
+    return _KIND_OF_TYPE.get(stat.S_IFMT(mode), Kind.FILE)
 
 
 def attr_from_object(
@@ -232,6 +260,7 @@ def attr_from_object(
     uid = _int_meta(meta, META_UID)
     gid = _int_meta(meta, META_GID)
     mtime = _mtime_meta(meta)
+    rdev = _int_meta(meta, META_RDEV) if kind.device else None
     return Attr(
         kind=kind,
         mode=perms | kind.type_bits,
@@ -243,6 +272,7 @@ def attr_from_object(
         complete=metadata is not None,
         old_forms=old_forms,
         meta=None if metadata is None else user_meta(metadata),
+        rdev=rdev if rdev is not None and 0 <= rdev < 1 << 32 else 0,
     )
 
 
@@ -270,6 +300,9 @@ def metadata_of(attr: Attr, keep: Mapping[str, str] | None = None) -> dict[str, 
     meta[META_UID] = str(attr.uid)
     meta[META_GID] = str(attr.gid)
     meta[META_MTIME] = str(attr.mtime_ns // NS)
+    meta.pop(META_RDEV, None)
+    if attr.kind.device:
+        meta[META_RDEV] = str(attr.rdev)
     return meta
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import trio
 
-from . import limits
+from . import limits, special
 from .attrs import Attr, Kind, truncate_to_seconds
 from .changes import RENAME_EXCHANGE, RENAME_NOREPLACE, Changes
 from .errno_map import FsError
@@ -474,11 +474,12 @@ class FsCore:
         return StatFs()
 
     async def mknod(
-        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int
+        self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0
     ) -> tuple[int, Attr]:
-        """Regular files only (an empty object); devices, FIFOs and sockets cannot be stored."""
+        """A regular file (an empty object), or a FIFO, socket or device as s3fs-fuse stores
+        them (``special``: an empty object, the type in its mode)."""
         if not stat.S_ISREG(mode):
-            raise FsError(errno.EPERM)
+            return await special.make(self.ns, parent_ino, name, mode, rdev, uid, gid)
         fh, ino, _ = await self.create(parent_ino, name, mode, os.O_WRONLY | os.O_EXCL, uid, gid)
         try:
             await self.flush(fh)
