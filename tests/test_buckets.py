@@ -15,13 +15,17 @@ from typing import Any
 
 import pytest
 
+from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.client import errors as s3
-from s3fmfs.config.options import parse_bucket
+from s3fmfs.config.options import MountOptions, parse_bucket
 from s3fmfs.fs.attrs import Attr, Kind
 from s3fmfs.fs.buckets import SLOT_BITS, BucketsCore, split
 from s3fmfs.fs.errno_map import to_errno
 from s3fmfs.fs.inodes import ROOT_INODE
+from s3fmfs.fs.s3store import ObjectHeaders
 from s3fmfs.fs.settings import FsSettings
+from s3fmfs.service.all_buckets import describe_account_failure, open_all_buckets
+from s3fmfs.service.mount import MountConfig
 from tests.support.account import MemAccount
 from tests.support.core import FakeTime, listdir, read_all
 from tests.support.mount import daemon_pid, mount_log, mounted, s3fmfs_command
@@ -141,6 +145,8 @@ async def test_bucket_mkdir_creates_and_deletes_buckets(
     assert account.buckets["gamma"].objects["f"].data == b"new"
     assert await errno_of(root.mkdir(ROOT_INODE, b"gamma", 0o755, 0, 0)) == errno.EEXIST
     assert await errno_of(root.mkdir(ROOT_INODE, b"Bad_Name", 0o755, 0, 0)) == errno.EINVAL
+    refused = root.mkdir(ROOT_INODE, b"xn--reserved", 0o755, 0, 0)  # S3's InvalidBucketName
+    assert await errno_of(refused) == errno.EINVAL and account.calls["create_bucket"] == 2
     assert await errno_of(root.rmdir(ROOT_INODE, b"gamma")) == errno.ENOTEMPTY
     await root.unlink(ino, b"f")
     await root.rmdir(ROOT_INODE, b"gamma")
@@ -310,3 +316,41 @@ def test_unmount_uploads_dirty_files_of_every_bucket(
     text = mount_log(mnt).read_text()
     assert "uploading 2 files" in text, text[-3000:]
     assert "uploaded 2 of 2 file(s)" in text, text[-3000:]
+
+
+def test_account_failures_are_one_line_about_the_list() -> None:
+    options = MountOptions(endpoint="http://127.0.0.1:9")
+    config = MountConfig("", "", "/mnt", options, "AKID", "secret")
+    denied = s3.AccessDenied(403, "AccessDenied", "no")
+    line = describe_account_failure(denied, config)
+    assert "ListBuckets" in line and "AKID" in line and "secret" not in line
+    assert "\n" not in describe_account_failure(s3.S3ConnectError("refused"), config)
+
+
+async def test_buckets_over_moto_through_the_service(
+    conn: S3fmAuthConnection, s3: Any, tmp_path: Path
+) -> None:
+    """The service's opener and ``S3Account`` over the client: S3's answers as errno values."""
+    one = unique_bucket("svc")
+    s3.create_bucket(Bucket=one)
+    s3.put_object(Bucket=one, Key="k", Body=b"v")
+    options = MountOptions(cache_dir=str(tmp_path), bucket_mkdir=True, metacache=False)
+    config = MountConfig("", "", str(tmp_path / "mnt"), options, "testing", "testing")
+    new = unique_bucket("svc")
+    async with open_all_buckets(config, conn, ObjectHeaders()) as root:
+        bucket, _ = await root.lookup(ROOT_INODE, one.encode())
+        ino, attr = await root.lookup(bucket, b"k")
+        assert attr.size == 1 and split(ino)[0] == split(bucket)[0]
+        await root.mkdir(ROOT_INODE, new.encode(), 0o755, 0, 0)
+        s3.head_bucket(Bucket=new)
+        assert await errno_of(root.mkdir(ROOT_INODE, one.encode(), 0o755, 0, 0)) == errno.EEXIST
+        fake = unique_bucket("svc")
+        s3.create_bucket(Bucket=fake)  # made behind the mount's back: the cache does not know
+        create = root.mkdir(ROOT_INODE, fake.encode(), 0o755, 0, 0)
+        assert await errno_of(create) == errno.EEXIST  # S3's BucketAlreadyOwnedByYou
+        bad = root.mkdir(ROOT_INODE, b"Bad_Name", 0o755, 0, 0)
+        assert await errno_of(bad) == errno.EINVAL
+        assert await errno_of(root.rmdir(ROOT_INODE, one.encode())) == errno.ENOTEMPTY
+        await root.rmdir(ROOT_INODE, new.encode())
+        assert new not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        assert [name for name, _ in root.cores()] == [one, new]

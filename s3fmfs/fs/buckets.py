@@ -20,7 +20,8 @@ Invariants:
   when ``allow_mkdir`` (option ``bucket_mkdir``), else EACCES (the top level shows mode 0555,
   so the kernel already refuses other users so). A bucket is deleted only when empty
   (``BucketNotEmpty``, or files not yet uploaded: ENOTEMPTY); creating one that exists is
-  EEXIST; a name S3 refuses is EINVAL. Files, symlinks, renames and setattr at the top level:
+  EEXIST; a name S3 refuses is EINVAL (its rules checked first:
+  ``valid_bucket_name``). Files, symlinks, renames and setattr at the top level:
   EPERM. A rename from one bucket to another: EXDEV (``mv`` copies then deletes).
 - A bucket that answers with a redirect (another region of AWS): EIO, and one warning naming
   the bucket and its region, once per bucket.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -65,6 +67,18 @@ def outer(slot: int, inner: int) -> int:
 def split(number: int) -> tuple[int, int]:
     """(slot, inner) of an outer inode number or file handle."""
     return number >> SLOT_BITS, number & INNER_MASK
+
+
+#: S3's rules for a new bucket's name: 3 to 63 lower-case letters, digits, dots and hyphens,
+#: a letter or digit at each end, no two dots in a row, not an IPv4 address.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def valid_bucket_name(name: str) -> bool:
+    """Whether S3 (AWS) accepts ``name`` for a new bucket: checked before the request, since
+    some servers (moto) create any name."""
+    return bool(_BUCKET_NAME.match(name)) and ".." not in name and not _IPV4.match(name)
 
 
 @dataclass(frozen=True)
@@ -286,7 +300,8 @@ class BucketsCore:
         by_slot: dict[int, list[tuple[int, int]]] = {}
         for ino, count in pairs:
             slot, inner = split(ino)
-            by_slot.setdefault(slot, []).append((inner, count))
+            if inner != ROOT_INODE:  # a bucket's root is never dropped: it counts no lookups
+                by_slot.setdefault(slot, []).append((inner, count))
         for slot, inner_pairs in by_slot.items():
             bucket = self.by_slot.get(slot)
             if bucket is not None and bucket.core is not None:
@@ -394,6 +409,9 @@ class BucketsCore:
             text = name.decode()
         except UnicodeDecodeError:
             raise FsError(errno.EINVAL, "a bucket name is ASCII") from None
+        if not valid_bucket_name(text):
+            raise FsError(errno.EINVAL, f"{text!r} is not a bucket name S3 accepts")
+        self.invalidate()  # asked anew: us-east-1 answers 200 to creating a bucket you own
         if text in await self.buckets():
             raise FsError(errno.EEXIST)
         await self.account.create_bucket(text)  # EEXIST, EINVAL: errno_map

@@ -17,10 +17,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..client import S3fmAuthConnection
+from ..client import AccessDenied, S3fmAuthConnection
 from ..fs.buckets import BucketsCore
 from ..fs.core import FsCore
 from ..fs.s3store import ObjectHeaders, S3Account, S3Store
+from .connection import describe_failure
 from .keep import metacache_for_mount, recovery_for_mount
 
 if TYPE_CHECKING:
@@ -66,3 +67,14 @@ async def open_all_buckets(
             allow_mkdir=opts.bucket_mkdir,
         )
         yield root
+
+
+def describe_account_failure(exc: BaseException, config: MountConfig) -> str:
+    """One line saying why the account's buckets cannot be listed (never the secret)."""
+    endpoint = config.options.endpoint
+    if isinstance(exc, AccessDenied):
+        return (
+            f"access denied to the list of buckets (ListBuckets) at {endpoint} for key "
+            f"{config.access_key_id!r}: mount one bucket (BUCKET, not s3://) instead"
+        )
+    return describe_failure(exc, "s3://", endpoint, config.access_key_id)

@@ -64,7 +64,7 @@ from ..fs.core import FsCore
 from ..fs.inodes import Node
 from ..fs.s3store import S3Store
 from . import sdnotify
-from .all_buckets import open_all_buckets
+from .all_buckets import describe_account_failure, open_all_buckets
 from .connection import connection_for, describe_failure, mount_retry
 from .daemon import about
 from .keep import metacache_for_mount, recovery_for_mount
@@ -168,6 +168,8 @@ async def check_bucket(config: MountConfig) -> None:
                 async for _ in pages:
                     break
         except (S3fmError, OSError) as exc:
+            if not config.bucket:
+                raise MountFailure(describe_account_failure(exc, config)) from None
             raise MountFailure(
                 describe_failure(exc, config.bucket, config.options.endpoint, config.access_key_id)
             ) from None
@@ -214,7 +216,7 @@ async def _announce_when_live(config: MountConfig, reporter: Reporter) -> None:
         await trio.sleep(0.02)
     log.info(
         "mounted %s%s on %s",
-        config.bucket,
+        config.bucket or "every bucket (s3://)",
         f":/{config.prefix}" if config.prefix else "",
         config.mountpoint,
     )

@@ -1,6 +1,6 @@
 """``MemAccount``: an account of ``MemStore`` buckets in memory, behind ``fs.buckets.Account``,
 with S3's answers: creating a bucket that exists is ``BucketAlreadyOwnedByYou``, a name S3
-refuses (not 3-63 lower-case letters, digits, dots and hyphens) ``InvalidBucketName``,
+refuses (not 3-63 lower-case letters, digits, dots and hyphens, or the reserved ``xn--``) ``InvalidBucketName``,
 deleting a bucket with objects ``BucketNotEmpty``, a missing one ``NoSuchBucket``. ``opener``
 gives the ``BucketOpener`` of a ``BucketsCore`` over it (one ``FsCore`` per bucket, as
 ``make_core`` builds them), and ``calls`` counts the list requests."""
@@ -42,7 +42,7 @@ class MemAccount:
 
     async def create_bucket(self, name: str) -> None:
         self.calls["create_bucket"] += 1
-        if not _NAME.match(name):
+        if not _NAME.match(name) or name.startswith("xn--"):  # a prefix AWS reserves
             raise s3.InvalidBucketName(400, "InvalidBucketName", name)
         if name in self.buckets:
             raise s3.BucketAlreadyOwnedByYou(409, "BucketAlreadyOwnedByYou", name)
