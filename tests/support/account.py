@@ -1,9 +1,9 @@
 """``MemAccount``: an account of ``MemStore`` buckets in memory, behind ``fs.buckets.Account``,
-with S3's answers: creating a bucket that exists is ``BucketAlreadyOwnedByYou``, a name S3
-refuses (not 3-63 lower-case letters, digits, dots and hyphens, or the reserved ``xn--``) ``InvalidBucketName``,
-deleting a bucket with objects ``BucketNotEmpty``, a missing one ``NoSuchBucket``. ``opener``
-gives the ``BucketOpener`` of a ``BucketsCore`` over it (one ``FsCore`` per bucket, as
-``make_core`` builds them), and ``calls`` counts the list requests."""
+with S3's answers: creating a bucket that exists is ``BucketAlreadyOwnedByYou``; a name S3
+refuses (not 3-63 lower-case letters, digits, dots and hyphens, or the reserved ``xn--``) is
+``InvalidBucketName``; deleting a bucket with objects is ``BucketNotEmpty``, a missing one
+``NoSuchBucket``. ``opener`` gives the ``BucketOpener`` of a ``BucketsCore`` over it (one
+``FsCore`` per bucket, as ``make_core`` builds them); ``calls`` counts the requests."""
 
 from __future__ import annotations
 
