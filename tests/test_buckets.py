@@ -306,6 +306,14 @@ def test_unmount_uploads_dirty_files_of_every_bucket(
             )
             pending = json.loads(status.stdout)["uploads"]["pending"]
             assert sorted(f["path"] for f in pending) == [f"{one}/a.bin", f"{two}/b.bin"]
+            plain = subprocess.run(
+                [*s3fmfs_command(), "status", str(mnt)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            assert "s3:// (every bucket)" in plain.stdout
             os.kill(daemon_pid(mnt), signal.SIGTERM)  # stops with both files open, unsaved
         finally:
             assert writer.stdin is not None

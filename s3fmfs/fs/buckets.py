@@ -229,7 +229,7 @@ class BucketsCore:
         slot, inner = split(number)
         bucket = self.by_slot.get(slot)
         if bucket is None:
-            raise FsError(errno.ENOENT if inner else errno.EBADF)
+            raise FsError(errno.ENOENT)
         return bucket, inner
 
     async def _inner(self, ino: int) -> tuple[Bucket, FsCore, int]:
