@@ -31,6 +31,9 @@ Invariants:
 - A stop with unsaved files says at once how much it has to upload (``uploading 3 files,
   512 MiB: 0%``), then how far it is every ``PROGRESS_EVERY`` seconds until done, and the
   total at the end (stderr in the foreground, the log of a daemon).
+- Without a bucket (``s3://``) the mount serves every bucket of the account
+  (``all_buckets``, ``fs/buckets.py``): the check lists the buckets, each bucket's core is made
+  on first use, and the stop uploads the unsaved files of all of them at once (one progress).
 - Multipart uploads are journaled under the cache directory; once serving, a background task
   aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
   delays nothing, and its failures are warnings.
