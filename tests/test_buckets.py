@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,7 @@ def test_unmount_uploads_dirty_files_of_every_bucket(
                 check=True,
             )
             pending = json.loads(status.stdout)["uploads"]["pending"]
-            assert sorted(f["path"] for f in pending) == [f"{one}/a.bin", f"{two}/b.bin"]
+            assert sorted(f["path"] for f in pending) == sorted([f"{one}/a.bin", f"{two}/b.bin"])
             plain = subprocess.run(
                 [*s3fmfs_command(), "status", str(mnt)],
                 capture_output=True,
@@ -315,6 +316,10 @@ def test_unmount_uploads_dirty_files_of_every_bucket(
             )
             assert "s3:// (every bucket)" in plain.stdout
             os.kill(daemon_pid(mnt), signal.SIGTERM)  # stops with both files open, unsaved
+            deadline = time.monotonic() + 30
+            while "uploaded 2 of 2" not in mount_log(mnt).read_text():  # before they close
+                assert time.monotonic() < deadline, mount_log(mnt).read_text()[-3000:]
+                time.sleep(0.1)
         finally:
             assert writer.stdin is not None
             writer.stdin.close()
