@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from s3fmfs.client import S3fmAuthConnection
 from s3fmfs.client import errors as s3
 from s3fmfs.config.options import MountOptions, parse_bucket
 from s3fmfs.fs.attrs import Attr, Kind
-from s3fmfs.fs.buckets import SLOT_BITS, BucketsCore, split
+from s3fmfs.fs.buckets import SLOT_BITS, BucketsCore, outer, split
 from s3fmfs.fs.errno_map import to_errno
 from s3fmfs.fs.inodes import ROOT_INODE
 from s3fmfs.fs.s3store import ObjectHeaders
@@ -112,6 +113,32 @@ async def test_files_land_in_their_bucket_with_unique_inodes(
     assert await root.lookup(alpha, b"..") == (ROOT_INODE, root.root_attr)
     inside = await listdir(root, alpha)  # type: ignore[arg-type]
     assert list(inside) == ["f"] and inside["f"][0] == a
+
+
+async def test_a_bucket_is_opened_once_runs_in_the_background_and_forgets_outer_inodes(
+    account: MemAccount, fake_time: FakeTime
+) -> None:
+    root = make_root(account, fake_time)
+    forgotten: list[int] = []
+    root.forget_kernel_attrs = forgotten.append
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run_background)
+        found: list[int] = []
+
+        async def look() -> None:
+            found.append((await root.lookup(ROOT_INODE, b"alpha"))[0])
+
+        async with trio.open_nursery() as lookups:
+            for _ in range(5):
+                lookups.start_soon(look)
+        assert account.calls["open"] == 1 and len(set(found)) == 1
+        (_, core), *_ = root.cores()
+        assert core.nursery is not None  # read-ahead, streamed parts, housekeeping
+        assert core.forget_kernel_attrs is not None
+        core.forget_kernel_attrs(7)
+        assert forgotten == [outer(split(found[0])[0], 7)]
+        nursery.cancel_scope.cancel()
+    assert root.nursery is None
 
 
 async def test_top_level_is_read_only_without_bucket_mkdir(

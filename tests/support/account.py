@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from typing import Any
 
+import trio
+
 from s3fmfs.client import errors as s3
 from s3fmfs.fs.buckets import BucketEntry, BucketOpener
 from s3fmfs.fs.core import FsCore
@@ -62,6 +64,7 @@ class MemAccount:
 
         async def open_bucket(name: str) -> FsCore:
             self.calls["open"] += 1
+            await trio.lowlevel.checkpoint()  # as the service's opening, it yields
             return make_core(self.buckets[name], time=self.time, **settings)
 
         return open_bucket
