@@ -268,9 +268,18 @@ def test_mount_every_bucket_with_bucket_mkdir(moto: S3Server, s3: Any, tmp_path:
     s3.create_bucket(Bucket=full)
     s3.put_object(Bucket=full, Key="k", Body=b"v")
     new = unique_bucket("new")
-    with mounted(moto, "s3://", tmp_path=tmp_path, options=["bucket_mkdir"]) as mnt:
+    options = ["bucket_mkdir", "dir_ttl=1"]
+    with mounted(moto, "s3://", tmp_path=tmp_path, options=options) as mnt:
         os.mkdir(mnt / new)
         s3.head_bucket(Bucket=new)  # created
+        late = unique_bucket("late")
+        assert new in os.listdir(mnt)  # the list is cached from here
+        s3.create_bucket(Bucket=late)  # behind the mount's back: seen once dir_ttl has passed
+        deadline = time.monotonic() + 5
+        while late not in os.listdir(mnt):
+            assert time.monotonic() < deadline, "a new bucket never showed up"
+            time.sleep(0.2)
+        assert os.listdir(mnt / late) == []
         with pytest.raises(OSError) as exists:
             os.mkdir(mnt / full)
         assert exists.value.errno == errno.EEXIST
