@@ -617,6 +617,29 @@ def test_fstab_line(moto_auth: S3Server, installed: Path, tmp_path: Path, fstype
 
 
 @system
+def test_fstab_line_every_bucket(moto_auth: S3Server, installed: Path, tmp_path: Path) -> None:
+    """``s3://`` as an fstab source (through /sbin/mount.s3fmfs): every bucket, each a folder."""
+    s3 = s3_client(moto_auth, attempts=5)
+    bucket = new_bucket(s3)
+    mnt = mountpoint(tmp_path)
+    creds = credentials(moto_auth, tmp_path)
+    opts = ",".join(["_netdev", "nofail", "noauto", *base_options(moto_auth, creds, tmp_path)])
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"s3:// {mnt} s3fmfs {opts} 0 0\n")
+    data = payload(4, 100_000)
+    argv = ["mount", "-T", str(fstab), str(mnt)]
+    with system_mounted(argv, mnt, mount_env(creds, tmp_path), tmp_path) as m:
+        assert bucket in os.listdir(mnt)
+        (mnt / bucket / "from-fstab.bin").write_bytes(data)
+        done = run(["umount", str(mnt)])
+        assert done.returncode == 0, done.stderr
+        assert not wait_gone(m.daemons), "s3fmfs did not exit after umount"
+    assert body(s3, bucket, "from-fstab.bin") == data
+    if not m.returned:
+        pytest.xfail(NO_DAEMON_MODE)
+
+
+@system
 @pytest.mark.parametrize("fstype", ["fuse.s3fmfs", "s3fmfs"])
 def test_mount_failure_is_reported_by_mount(
     moto: S3Server, installed: Path, tmp_path: Path, fstype: str

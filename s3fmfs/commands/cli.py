@@ -78,7 +78,8 @@ def mount_parser() -> argparse.ArgumentParser:
         "[--log-level LEVEL]\n       s3fmfs {ls,presign,demo,status} ...",
         description="Mount an S3 bucket (or a prefix of it) as a directory. By default the "
         "command returns once the mount is live and keeps serving in the background.\n"
-        "s3://BUCKET/PREFIX is the same as BUCKET:/PREFIX.",
+        "s3://BUCKET/PREFIX is the same as BUCKET:/PREFIX; s3:// alone mounts every bucket of "
+        "the account, each a folder (-o bucket_mkdir: mkdir/rmdir create and delete buckets).",
         epilog=f"{options_help()}\n\n{CREDENTIALS_HELP}\n\n{SUBCOMMANDS_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

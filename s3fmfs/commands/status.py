@@ -30,6 +30,7 @@ def render(answer: dict[str, Any]) -> str:
     """The status for people: a few aligned lines per section."""
     lines: list[str] = []
     source = answer.get("bucket", "?") + (f":/{answer['prefix']}" if answer.get("prefix") else "")
+    source = source or "s3:// (every bucket)"
     started = datetime.datetime.fromtimestamp(float(answer.get("started", 0))).astimezone()
     lines.append(f"{answer.get('mountpoint', '?')}: {source} (pid {answer.get('pid', '?')})")
     lines.append(

@@ -418,6 +418,16 @@ class MountOptions:
         ),
         group=MOUNT,
     )
+    bucket_mkdir: bool = option(
+        False,
+        Option(
+            "bucket_mkdir",
+            "flag",
+            "with s3:// (every bucket): mkdir and rmdir at the top level create and delete "
+            "buckets (rmdir only of an empty one)",
+        ),
+        group=MOUNT,
+    )
     passwd_file: str | None = option(
         None,
         Option(
@@ -847,7 +857,10 @@ def parse_options(groups: list[str], base: MountOptions | None = None) -> MountO
 
 def parse_bucket(spec: str) -> tuple[str, str]:
     """``BUCKET[:/PREFIX]`` or ``s3://BUCKET[/PREFIX]`` (the form of the aws CLI) → (bucket,
-    normalized prefix); OptionError if malformed."""
+    normalized prefix); ``s3://`` (or ``s3:``) alone: ("", ""), every bucket of the account;
+    OptionError if malformed."""
+    if spec in ("s3://", "s3:"):
+        return "", ""  # every bucket of the account (fs/buckets.py)
     if spec.startswith("s3://"):
         bucket, _, prefix = spec.removeprefix("s3://").partition("/")
         if not bucket or ":" in bucket:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 import pyfuse3
 
 from .attrs import Attr, Kind
+from .buckets import BucketsCore
 from .core import RENAME_EXCHANGE, RENAME_NOREPLACE, FsCore
 from .errno_map import FsError, cause, to_errno
 
@@ -71,9 +72,9 @@ class S3fmOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, core: FsCore) -> None:
+    def __init__(self, core: FsCore | BucketsCore) -> None:
         super().__init__()
-        self.core = core
+        self.core = core  # BucketsCore: every bucket of the account (fs/buckets.py)
         core.forget_kernel_attrs = _forget_kernel_attrs
         self.entry_timeout, self.attr_timeout = core.timeouts()
         self.neg_timeout = core.settings.neg_ttl

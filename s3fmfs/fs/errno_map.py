@@ -42,6 +42,9 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (s3.SignatureDoesNotMatch, errno.EACCES),
     (s3.InvalidAccessKeyId, errno.EACCES),
     (s3.BucketNotEmpty, errno.ENOTEMPTY),
+    (s3.BucketAlreadyOwnedByYou, errno.EEXIST),  # mkdir of a bucket (fs/buckets.py)
+    (s3.BucketAlreadyExists, errno.EEXIST),
+    (s3.InvalidBucketName, errno.EINVAL),
     (s3.EntityTooLarge, errno.EFBIG),
     (s3.PreconditionFailed, errno.ESTALE),  # If-Match: the version read is gone
     (ChecksumMismatch, errno.EIO),  # bytes not those stored or sent, after the resends

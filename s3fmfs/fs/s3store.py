@@ -41,6 +41,7 @@ import trio
 from ..client import (
     InvalidRange,
     ListPage,
+    Location,
     NoSuchKey,
     NoSuchUpload,
     Part,
@@ -50,6 +51,7 @@ from ..client import (
     S3ResponseError,
 )
 from .attrs import parse_s3_time
+from .buckets import BucketEntry
 from .integrity import (
     CHECKSUM_MODE,
     ChecksumMismatch,
@@ -468,3 +470,26 @@ class S3Store:
             return []
         resp = await self.conn.delete_objects(self.bucket, wanted)
         return [e.key for e in resp.errors if e.code != "NoSuchKey"]
+
+
+class S3Account:
+    """The account's buckets through the connection (``buckets.Account``): listed, created in
+    the connection's region, deleted."""
+
+    def __init__(self, conn: S3fmAuthConnection) -> None:
+        self.conn = conn
+
+    async def list_buckets(self) -> list[BucketEntry]:
+        resp = await self.conn.list_all_my_buckets()
+        return [
+            BucketEntry(b.name, parse_s3_time(b.creation_date) if b.creation_date else 0)
+            for b in resp.entries
+        ]
+
+    async def create_bucket(self, name: str) -> None:
+        region = self.conn.region
+        location = region if region and region != "us-east-1" else Location.DEFAULT
+        await self.conn.create_located_bucket(name, location)
+
+    async def delete_bucket(self, name: str) -> None:
+        await self.conn.delete_bucket(name)

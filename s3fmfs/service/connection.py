@@ -26,6 +26,7 @@ from ..client import (
 )
 from ..config import tls
 from ..config.options import MountOptions
+from ..fs.integrity import ATTEMPTS, Integrity
 
 #: Attempts of one request of a mount: in effect unbounded, ``timeout=`` decides.
 MOUNT_MAX_ATTEMPTS = 10_000
@@ -44,6 +45,12 @@ def client_timeouts(opts: MountOptions) -> dict[str, object]:
         "connect_timeout": opts.connect_timeout,
         "retry": RetryPolicy(total_timeout=opts.timeout),
     }
+
+
+def integrity_of(opts: MountOptions) -> Integrity:
+    """The checks of bytes sent and received (``no_checksum`` turns them off); s3fs's
+    ``retries=`` bounds the resends of a corrupted body too."""
+    return Integrity(enabled=not opts.no_checksum, attempts=opts.retries or ATTEMPTS)
 
 
 def mount_retry(opts: MountOptions) -> RetryPolicy:

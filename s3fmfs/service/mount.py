@@ -31,6 +31,9 @@ Invariants:
 - A stop with unsaved files says at once how much it has to upload (``uploading 3 files,
   512 MiB: 0%``), then how far it is every ``PROGRESS_EVERY`` seconds until done, and the
   total at the end (stderr in the foreground, the log of a daemon).
+- Without a bucket (``s3://``) the mount serves every bucket of the account
+  (``all_buckets``, ``fs/buckets.py``): the check lists the buckets, each bucket's core is made
+  on first use, and the stop uploads the unsaved files of all of them at once (one progress).
 - Multipart uploads are journaled under the cache directory; once serving, a background task
   aborts those a killed earlier mount left and lists the others (``fs/journal.py``): it
   delays nothing, and its failures are warnings.
@@ -39,6 +42,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -58,12 +62,13 @@ from ..client import RetryPolicy, S3fmAuthConnection, S3fmError
 from ..config import tls
 from ..config.options import MountOptions, OptionError
 from ..fs.adapter import S3fmOperations
+from ..fs.buckets import BucketsCore
 from ..fs.core import FsCore
 from ..fs.inodes import Node
-from ..fs.integrity import ATTEMPTS, Integrity
 from ..fs.s3store import S3Store
 from . import sdnotify
-from .connection import connection_for, describe_failure, mount_retry
+from .all_buckets import describe_account_failure, open_all_buckets
+from .connection import connection_for, describe_failure, integrity_of, mount_retry
 from .daemon import about
 from .keep import metacache_for_mount, recovery_for_mount
 from .logs import log_target
@@ -157,12 +162,17 @@ async def check_bucket(config: MountConfig) -> None:
         config, retry=CHECK_RETRY, connect_timeout=CHECK_CONNECT_TIMEOUT, timeout=30.0
     )
     async with conn:
-        pages = conn.list_pages(config.bucket, config.prefix, "/", page_size=1)
         try:
+            if not config.bucket:  # every bucket: the account's list
+                await conn.list_all_my_buckets()
+                return
+            pages = conn.list_pages(config.bucket, config.prefix, "/", page_size=1)
             async with contextlib.aclosing(pages):
                 async for _ in pages:
                     break
         except (S3fmError, OSError) as exc:
+            if not config.bucket:
+                raise MountFailure(describe_account_failure(exc, config)) from None
             raise MountFailure(
                 describe_failure(exc, config.bucket, config.options.endpoint, config.access_key_id)
             ) from None
@@ -209,7 +219,7 @@ async def _announce_when_live(config: MountConfig, reporter: Reporter) -> None:
         await trio.sleep(0.02)
     log.info(
         "mounted %s%s on %s",
-        config.bucket,
+        config.bucket or "every bucket (s3://)",
         f":/{config.prefix}" if config.prefix else "",
         config.mountpoint,
     )
@@ -295,34 +305,41 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
     except MountFailure as exc:
         reporter.failed(exc.status, str(exc))
         return exc.status
-    async with (
-        build_connection(config) as conn,
-        metacache_for_mount(config.options, config.bucket) as meta,
-        recovery_for_mount(config.options, config.bucket) as kept,
-    ):
-        store = S3Store(
-            conn,
-            config.bucket,
-            page_size=config.options.list_object_max_keys,
-            journal=kept.journal,
-            headers=headers,
-            integrity=Integrity(
-                enabled=not config.options.no_checksum,
-                attempts=config.options.retries or ATTEMPTS,  # s3fs's retries= bounds resends too
-            ),
-        )
-        core = FsCore(
-            store,
-            config.options.fs_settings(),
-            prefix=config.prefix,
-            tmpdir=config.options.cache_dir,
-            metacache=meta,
-            recovery=kept.folder,
-        )
-        ops = S3fmOperations(core)
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(build_connection(config))
+        if not config.bucket:  # every bucket (service/all_buckets.py)
+            fs: FsCore | BucketsCore = await stack.enter_async_context(
+                open_all_buckets(config, conn, headers)
+            )
+            sweep = None
+        else:
+            meta = await stack.enter_async_context(
+                metacache_for_mount(config.options, config.bucket)
+            )
+            kept = await stack.enter_async_context(
+                recovery_for_mount(config.options, config.bucket)
+            )
+            store = S3Store(
+                conn,
+                config.bucket,
+                page_size=config.options.list_object_max_keys,
+                journal=kept.journal,
+                headers=headers,
+                integrity=integrity_of(config.options),
+            )
+            fs = FsCore(
+                store,
+                config.options.fs_settings(),
+                prefix=config.prefix,
+                tmpdir=config.options.cache_dir,
+                metacache=meta,
+                recovery=kept.folder,
+            )
+            sweep = functools.partial(kept.journal.sweep, store, config.prefix)
+        ops = S3fmOperations(fs)
         captured: list[str] = []
         try:
-            source = config.bucket + (f":/{config.prefix}" if config.prefix else "")
+            source = config.bucket + (f":/{config.prefix}" if config.prefix else "") or "s3://"
             with stderr_captured() as captured:
                 pyfuse3.init(ops, config.mountpoint, fuse_options(config.options, source))
         except Exception as exc:
@@ -341,24 +358,31 @@ async def serve(config: MountConfig, reporter: Reporter | None = None) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             # the status socket answers until the very end: during the last uploads too
             async with trio.open_nursery() as status:
-                report = _status_report(config, conn, core)
+                report = _status_report(config, conn, fs)
                 await status.start(serve_status, socket_path(config.mountpoint), report)
                 try:
                     async with trio.open_nursery() as nursery:
-                        await nursery.start(core.run_background)  # read-ahead, streamed parts
+                        await nursery.start(fs.run_background)  # read-ahead, streamed parts
                         nursery.start_soon(_terminate_on_signal, signals)
                         nursery.start_soon(_announce_when_live, config, reporter)
-                        nursery.start_soon(kept.journal.sweep, store, config.prefix)  # leftovers
+                        if sweep is not None:
+                            nursery.start_soon(sweep)  # uploads a killed mount left
                         await pyfuse3.main()
                         nursery.cancel_scope.cancel()
                 finally:
-                    failed = await _stop(core, config)
+                    failed = await _stop(_cores(fs), config)
                     status.cancel_scope.cancel()
         return 1 if failed else 0
 
 
+def _cores(fs: FsCore | BucketsCore) -> list[tuple[str, FsCore]]:
+    """(bucket, core) of each bucket served: one with a bucket named (its name ''), else every
+    bucket opened (``fs/buckets.py``)."""
+    return fs.cores() if isinstance(fs, BucketsCore) else [("", fs)]
+
+
 def _status_report(
-    config: MountConfig, conn: S3fmAuthConnection, core: FsCore
+    config: MountConfig, conn: S3fmAuthConnection, core: FsCore | BucketsCore
 ) -> Callable[[], dict[str, Any]]:
     """What ``s3fmfs status`` shows, made anew at each question."""
     started = time.time()
@@ -391,13 +415,25 @@ def _status_report(
     return report
 
 
-async def _report_progress(core: FsCore, nodes: list[Node]) -> None:
-    """Say how far the uploads of ``nodes`` are, at once and every ``PROGRESS_EVERY`` s."""
-    while True:
+#: Each bucket's files with unsaved data when a stop began: (bucket, its core, the files).
+Pending = list[tuple[str, FsCore, list[Node]]]
+
+
+def _progress(pending: Pending) -> tuple[int, int, int]:
+    """(files, bytes in all, bytes sent) of the uploads of ``pending``, every bucket's."""
+    files = total = done = 0
+    for _, core, nodes in pending:
         progress = core.upload_progress(nodes)
-        log.info(
-            "%s", progress_line(len(progress.files), progress.bytes_total, progress.bytes_done)
-        )
+        files += len(progress.files)
+        total += progress.bytes_total
+        done += progress.bytes_done
+    return files, total, done
+
+
+async def _report_progress(pending: Pending) -> None:
+    """Say how far the uploads of ``pending`` are, at once and every ``PROGRESS_EVERY`` s."""
+    while True:
+        log.info("%s", progress_line(*_progress(pending)))
         await trio.sleep(PROGRESS_EVERY)
 
 
@@ -432,7 +468,7 @@ def _sizes(nodes: list[Node]) -> str:
     return ", ".join(f"{n.path!r} ({n.buffer.size if n.buffer else 0} bytes)" for n in nodes)
 
 
-async def _hold(core: FsCore, held: list[Node], config: MountConfig) -> None:
+async def _hold(core: FsCore, held: list[Node], config: MountConfig, bucket: str = "") -> None:
     """Try again and again to upload (else copy) ``held`` until every one is safe, saying what
     is held and where it will go every ``hold_report`` seconds. Only SIGKILL ends this."""
     period = config.options.hold_report
@@ -449,7 +485,7 @@ async def _hold(core: FsCore, held: list[Node], config: MountConfig) -> None:
                 len(held),
                 total,
                 _sizes(held),
-                config.bucket,
+                bucket or config.bucket,
                 places,
                 core.upload_progress(held).percent,
             )
@@ -503,39 +539,54 @@ def _final_line(mountpoint: str, saved: Saved) -> None:
     )
 
 
-async def _stop(core: FsCore, config: MountConfig) -> int:
-    """Upload every unsaved file, then unmount; the number of files not uploaded. A file that
-    can be neither uploaded nor copied keeps the process alive (unmounted, retrying)."""
+async def _stop(cores: list[tuple[str, FsCore]], config: MountConfig) -> int:
+    """Upload every unsaved file of every bucket served, then unmount; the number of files not
+    uploaded. A file that can be neither uploaded nor copied keeps the process alive
+    (unmounted, retrying)."""
     sdnotify.notify("STOPPING=1")
     with trio.CancelScope(shield=True):
-        nodes = core.unsaved()
-        paths = {node.ino: node.path for node in nodes}
+        pending: Pending = [(name, core, core.unsaved()) for name, core in cores]
+        pending = [entry for entry in pending if entry[2]]
+        paths = {(name, node.ino): node.path for name, _, nodes in pending for node in nodes}
         began = trio.current_time()
         async with trio.open_nursery() as progress:
-            if nodes:
-                progress.start_soon(_report_progress, core, nodes)
-            await core.flush_all()
+            if pending:
+                progress.start_soon(_report_progress, pending)
+            async with trio.open_nursery() as uploads:  # the buckets' uploads at once
+                for _, core, _ in pending:
+                    uploads.start_soon(core.flush_all)
             progress.cancel_scope.cancel()
-        if nodes:
-            done = core.upload_progress(nodes)
+        if pending:
+            files, total, done = _progress(pending)
             log.info(
                 "uploaded %d of %d file(s), %s of %s, in %.1fs",
-                sum(1 for node in nodes if not node.dirty),
-                len(nodes),
-                human_bytes(done.bytes_done),
-                human_bytes(done.bytes_total),
+                sum(1 for _, _, nodes in pending for node in nodes if not node.dirty),
+                files,
+                human_bytes(done),
+                human_bytes(total),
                 trio.current_time() - began,
             )
-        held = _held(core, nodes)
+        held = [(name, core, _held(core, nodes)) for name, core, nodes in pending]
+        held = [entry for entry in held if entry[2]]
         unmounted = bool(held)  # pyfuse3.close only once: a second one is a double free
         if held:
             # The filesystem is served no more: leave it (whoever used it gets an error
             # instead of hanging), and stay until the data is safe.
             pyfuse3.close(unmount=True)
             log.info("unmounted %s, still holding unsaved data", config.mountpoint)
-            await _hold(core, held, config)
-        saved = _outcome(core, nodes, paths)
-        await core.destroy()
+            async with trio.open_nursery() as holding:
+                for name, core, nodes in held:
+                    holding.start_soon(_hold, core, nodes, config, name)
+        saved = Saved([], [], [])
+        for name, core, nodes in pending:
+            mine = {node.ino: paths[(name, node.ino)] for node in nodes}
+            one = _outcome(core, nodes, mine)
+            shown = (lambda p, n=name: f"{n}/{p}") if name else (lambda p: p)
+            saved.uploaded += [shown(p) for p in one.uploaded]
+            saved.kept += [(shown(p), copy) for p, copy in one.kept]
+            saved.lost += [(shown(p), size) for p, size in one.lost]
+        for _, core in cores:
+            await core.destroy()
         if not unmounted:
             pyfuse3.close(unmount=True)
         _final_line(config.mountpoint, saved)
