@@ -72,6 +72,7 @@ class MemS3:
         self.corrupt_puts = 0
         self.corrupt_gets = 0
         self.wrong_complete = False
+        self.whole_md5_complete = False
         self.kms = False  # answers say SSE-KMS (ETags not MD5s)
         self.checksum = ""  # "crc32", "sha256": GETs carry the service's checksum of the object
 
@@ -109,6 +110,8 @@ class MemS3:
             tag = multipart_etag([md5(self.parts[n]) for n in numbers])
             if self.wrong_complete:
                 tag = "0" * 32 + f"-{len(numbers)}"
+            if self.whole_md5_complete:  # s3rver's answer: the MD5 of the whole object
+                tag = md5(self.objects[key])
             xml = f'<CompleteMultipartUploadResult><ETag>"{tag}"</ETag>'
             return httpx.Response(200, content=(xml + "</CompleteMultipartUploadResult>").encode())
         if request.method == "DELETE":
@@ -257,6 +260,24 @@ async def test_a_completed_upload_with_another_etag_is_an_error() -> None:
     # parts whose ETag was never compared (not known to be MD5s): the final one is not either
     async with store.conn:
         await store.complete_multipart("k", "other", [UploadedPart(1, '"abc"', 1000)])
+
+
+async def test_a_completed_upload_etag_of_another_form_is_not_compared() -> None:
+    """Services that answer a completion with an ETag not of S3's ``md5-N`` form (s3rver: the
+    MD5 of the whole object) are not refused: every part was checked already."""
+    server = MemS3()
+    server.whole_md5_complete = True
+    store = server.store()
+    one, two = body(5 * MiB, 7), body(1000, 8)
+    async with store.conn:
+        upload = await store.create_multipart("k", {})
+        parts = [
+            await store.upload_part("k", upload, 1, one, len(one)),
+            await store.upload_part("k", upload, 2, two, len(two)),
+        ]
+        result = await store.complete_multipart("k", upload, parts)
+    assert result.etag.strip('"') == md5(one + two) and server.objects["k"] == one + two
+    assert store.integrity.mismatches == {}
 
 
 async def test_sse_kms_etags_are_not_compared() -> None:
