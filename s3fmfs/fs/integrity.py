@@ -9,8 +9,8 @@ Invariants:
   changed on the way), and the ETag answered is compared with the local MD5 (a service that
   does not check, or a body changed after the check: the ETag of what was stored). A multipart
   upload's final ETag, when in S3's ``md5-N`` form, is compared with md5(part MD5s) + ``-N``
-  (another form, e.g. s3rver's whole-object MD5, is not: the parts were checked). An answer whose headers say the
-  ETag is not an MD5 (SSE-KMS, SSE-C) is not compared.
+  (another form, e.g. s3rver's whole-object MD5, is not: the parts were checked). An answer
+  whose headers say the ETag is not an MD5 (SSE-KMS, SSE-C) is not compared.
 - Downloads read by one GET (whole objects: lookups' bodies, ``get_range(key, 0, None)``) are
   compared with the service's own checksum of the object when the answer has one
   (``x-amz-checksum-sha256``/``sha1``/``crc32``, asked for by ``x-amz-checksum-mode``), else
